@@ -27,10 +27,12 @@
 //! * Parsed documents are never mutated (sonic-rs does not keep member order on mutation).
 //! * Evaluation never re-parses an expression and never panics on any input document.
 
+mod expression;
 pub mod jmespath;
 pub mod jsonpath;
 mod scope;
 
+pub use expression::{ExprError, Expression, Language};
 pub use scope::{MatchToken, Scalar, Scope};
 /// The parsed JSON document type shared by every stage.
 pub use sonic_rs::Value;

@@ -18,6 +18,7 @@ pub mod dotnet;
 pub mod error;
 pub mod measurement;
 pub mod partition;
+pub mod spanned;
 pub mod timestamp;
 
 pub use error::{ErrorClass, Severity};

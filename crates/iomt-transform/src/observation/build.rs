@@ -1,0 +1,69 @@
+//! The create path: an Observation from one group and its template (SPEC §7.2).
+//!
+//! * `status = final`, `issued` as passed in, `effectivePeriod` = the group's window (also for
+//!   instant windows, start = end).
+//! * `code` = the template's codes followed by the service coding `{SERVICE_SYSTEM, typeName,
+//!   typeName}` and `text = typeName`, where `typeName` is the *measurement's* spelling.
+//! * `category` from the template when it has any.
+//! * `value[x]` only when the template's value has a `valueName` and the group has values for
+//!   it; each component only when the group has values for it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::model::{Component, Observation, ObservationStatus, ServiceCode};
+use super::value::create_value;
+use crate::error::TransformError;
+use crate::fhir_template::CodeValueFhirTemplate;
+use crate::group::ObservationGroup;
+use crate::time::ticks;
+
+pub(crate) fn create_observation(
+    template: &CodeValueFhirTemplate,
+    group: &ObservationGroup,
+    issued: DateTime<Utc>,
+) -> Result<Observation, TransformError> {
+    let period = (ticks(group.window.start), ticks(group.window.end));
+    let value = match &template.value {
+        Some(v) if !v.value_name().trim().is_empty() => match group.values(v.value_name()) {
+            Some(values) => Some(create_value(v, values, period)?),
+            None => None,
+        },
+        _ => None,
+    };
+    let mut components = Vec::new();
+    for mapping in &template.components {
+        let name = mapping.value.value_name();
+        if let Some(values) = group.values(name) {
+            let name: Arc<str> = Arc::from(name);
+            components.push(Component {
+                code: ServiceCode {
+                    codes: mapping.codes.clone(),
+                    name,
+                },
+                value: create_value(&mapping.value, values, period)?,
+            });
+        }
+    }
+    // The measurement's spelling names the Observation; share the template's text when equal.
+    let name: Arc<str> = if *template.type_name == *group.type_name {
+        template.type_name.clone()
+    } else {
+        Arc::from(group.type_name.as_str())
+    };
+    Ok(Observation {
+        identity: None,
+        status: ObservationStatus::Final,
+        category: template.category.clone(),
+        code: ServiceCode {
+            codes: template.codes.clone(),
+            name,
+        },
+        effective_start: group.window.start,
+        effective_end: group.window.end,
+        issued,
+        value,
+        components,
+    })
+}

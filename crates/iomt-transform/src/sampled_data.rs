@@ -1,0 +1,312 @@
+//! The SampledData `data` string: one token per period slot, `E` for an empty slot.
+//!
+//! Behaviour of the original's `SampledDataProcessor` (SPEC §7.3, asserted by its unit tests):
+//! * [`build`]: slots start at `start + k·period` while the slot start is `≤ end`; a slot holds
+//!   the **last** value whose time `t` satisfies `slot ≤ t < slot + period`; empty slots are
+//!   `E`; tokens are joined by one space and trailing white space is trimmed. Values must be
+//!   sorted by time. A value earlier than the current slot stops consumption of every later
+//!   value (the cursor never advances past it): this cannot happen with window groups, but the
+//!   guard is kept so results match the original on any input.
+//! * [`parse`]: split on `' '` (so `"1  2"` has an empty token), token `k` at
+//!   `start + k·period`, `E` tokens dropped.
+//! * [`merge`]: sorted merge; on equal times the **new** value wins.
+//!
+//! Periods are in milliseconds (the template's `defaultPeriod`, a decimal) and are applied the
+//! way .NET 7+ `DateTime.AddMilliseconds(double)` does: whole milliseconds exactly, the fraction
+//! truncated to 100 ns ticks.
+//!
+//! Building writes into one pre-sized `String` and runs of empty slots are copied in blocks,
+//! because a full hour at one-second resolution (3600 slots) is rebuilt on every merge.
+
+use chrono::{DateTime, Utc};
+
+use crate::time::{TICKS_PER_MILLISECOND, from_ticks, ticks};
+
+/// The most slots one data string may have. A day at 10 ms is 8.64 million slots; past this
+/// limit building fails instead of allocating gigabytes for a misconfigured `defaultPeriod`.
+pub const MAX_SLOTS: u64 = 50_000_000;
+
+/// A sample period: the template's `defaultPeriod` in milliseconds, applied in .NET ticks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplePeriod {
+    millis: f64,
+    ticks: i64,
+}
+
+impl SamplePeriod {
+    /// A period of `millis` milliseconds. `None` unless it is finite and at least one tick
+    /// (0.0001 ms): the original loops forever on a zero period.
+    pub fn from_millis(millis: f64) -> Option<SamplePeriod> {
+        if !millis.is_finite() || millis <= 0.0 || millis > 1e15 {
+            return None;
+        }
+        // AddMilliseconds(double): integral part exact, fraction truncated to ticks.
+        let integral = millis.trunc();
+        let fraction = millis - integral;
+        let ticks = integral as i64 * TICKS_PER_MILLISECOND
+            + (fraction * TICKS_PER_MILLISECOND as f64) as i64;
+        (ticks > 0).then_some(SamplePeriod { millis, ticks })
+    }
+
+    /// The period in milliseconds, as configured.
+    pub fn millis(self) -> f64 {
+        self.millis
+    }
+
+    pub(crate) fn ticks(self) -> i64 {
+        self.ticks
+    }
+
+    /// How many slots a data string over `[start, end]` has (0 when `end < start`).
+    pub fn slots(self, start: DateTime<Utc>, end: DateTime<Utc>) -> u64 {
+        slot_count(ticks(start), ticks(end), self.ticks)
+    }
+}
+
+fn slot_count(start: i64, end: i64, period: i64) -> u64 {
+    if end < start {
+        0
+    } else {
+        ((end - start) / period) as u64 + 1
+    }
+}
+
+/// A timed value borrowed from a group or a parsed data string, in ticks.
+pub(crate) type Tick<'a> = (i64, &'a str);
+
+const EMPTY_RUN: &str = "E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E ";
+
+fn push_empty(out: &mut String, mut n: u64) {
+    let per_block = (EMPTY_RUN.len() / 2) as u64;
+    while n >= per_block {
+        out.push_str(EMPTY_RUN);
+        n -= per_block;
+    }
+    out.push_str(&EMPTY_RUN[..(n as usize) * 2]);
+}
+
+/// Builds into `out` (cleared first). The caller checks the slot limit.
+pub(crate) fn build_ticks(
+    out: &mut String,
+    values: &[Tick<'_>],
+    start: i64,
+    end: i64,
+    period: i64,
+) {
+    out.clear();
+    let slots = slot_count(start, end, period);
+    if slots == 0 {
+        return;
+    }
+    let value_bytes: usize = values.iter().map(|v| v.1.len()).sum();
+    out.reserve((slots as usize).saturating_mul(2) + value_bytes);
+    let mut i = 0usize;
+    let mut slot = 0u64;
+    let mut current = start;
+    while slot < slots {
+        // Skip a run of empty slots in one go when the next value is further ahead.
+        match values.get(i) {
+            Some(&(t, _)) if t >= current => {
+                let ahead = ((t - current) / period) as u64;
+                let run = ahead.min(slots - slot);
+                if run > 0 {
+                    push_empty(out, run);
+                    slot += run;
+                    current += run as i64 * period;
+                    continue;
+                }
+            }
+            _ => {
+                // No usable value left (exhausted, or stuck behind the cursor): the rest is empty.
+                push_empty(out, slots - slot);
+                break;
+            }
+        }
+        let next = current + period;
+        let mut value = None;
+        while let Some(&(t, v)) = values.get(i) {
+            if t >= current && t < next {
+                value = Some(v);
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        out.push_str(value.unwrap_or("E"));
+        out.push(' ');
+        slot += 1;
+        current = next;
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+}
+
+/// Builds the data string for time-sorted `values` over `[start, end]` (see the module docs).
+/// `None` when it would exceed [`MAX_SLOTS`].
+pub fn build<S: AsRef<str>>(
+    values: &[(DateTime<Utc>, S)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    period: SamplePeriod,
+) -> Option<String> {
+    if period.slots(start, end) > MAX_SLOTS {
+        return None;
+    }
+    let ticked: Vec<Tick<'_>> = values
+        .iter()
+        .map(|(t, v)| (ticks(*t), v.as_ref()))
+        .collect();
+    let mut out = String::new();
+    build_ticks(&mut out, &ticked, ticks(start), ticks(end), period.ticks);
+    Some(out)
+}
+
+/// Parses into `out` (appending).
+pub(crate) fn parse_ticks<'a>(out: &mut Vec<Tick<'a>>, data: &'a str, start: i64, period: i64) {
+    let mut time = start;
+    for token in data.split(' ') {
+        if token != "E" {
+            out.push((time, token));
+        }
+        time = time.saturating_add(period);
+    }
+}
+
+/// Reads a data string back into timed values (see the module docs).
+pub fn parse(data: &str, start: DateTime<Utc>, period: SamplePeriod) -> Vec<(DateTime<Utc>, &str)> {
+    let mut out = Vec::new();
+    parse_ticks(&mut out, data, ticks(start), period.ticks);
+    out.into_iter().map(|(t, v)| (from_ticks(t), v)).collect()
+}
+
+/// Merges two time-sorted sequences; on equal times the new value wins.
+pub(crate) fn merge_ticks<'a>(existing: &[Tick<'a>], new: &[Tick<'a>], out: &mut Vec<Tick<'a>>) {
+    out.reserve(existing.len() + new.len());
+    let (mut e, mut n) = (0, 0);
+    while e < existing.len() || n < new.len() {
+        if e >= existing.len() {
+            out.extend_from_slice(&new[n..]);
+            break;
+        }
+        if n >= new.len() {
+            out.extend_from_slice(&existing[e..]);
+            break;
+        }
+        let (te, tn) = (existing[e].0, new[n].0);
+        if te < tn {
+            out.push(existing[e]);
+            e += 1;
+        } else if te > tn {
+            out.push(new[n]);
+            n += 1;
+        } else {
+            out.push(new[n]);
+            e += 1;
+            n += 1;
+        }
+    }
+}
+
+/// Merges existing and new time-sorted values; on equal times the new value wins.
+pub fn merge<'a>(
+    existing: &[(DateTime<Utc>, &'a str)],
+    new: &[(DateTime<Utc>, &'a str)],
+) -> Vec<(DateTime<Utc>, &'a str)> {
+    let e: Vec<Tick<'a>> = existing.iter().map(|(t, v)| (ticks(*t), *v)).collect();
+    let n: Vec<Tick<'a>> = new.iter().map(|(t, v)| (ticks(*t), *v)).collect();
+    let mut out = Vec::new();
+    merge_ticks(&e, &n, &mut out);
+    out.into_iter().map(|(t, v)| (from_ticks(t), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        iomt_model::timestamp::parse(s).unwrap()
+    }
+
+    fn secs(base: &str, values: &[(f64, &'static str)]) -> Vec<(DateTime<Utc>, &'static str)> {
+        let b = ticks(t(base));
+        values
+            .iter()
+            .map(|(s, v)| (from_ticks(b + (s * 1e7) as i64), *v))
+            .collect()
+    }
+
+    #[test]
+    fn builds_with_gaps_collisions_and_excess() {
+        let p = SamplePeriod::from_millis(1000.0).unwrap();
+        let start = t("2019-01-01T00:00:00Z");
+        let v = secs(
+            "2019-01-01T00:00:00Z",
+            &[(0.0, "1"), (0.5, "2"), (2.0, "3"), (9.0, "4"), (10.0, "5")],
+        );
+        assert_eq!(
+            build(&v, start, t("2019-01-01T00:00:09Z"), p).unwrap(),
+            "2 E 3 E E E E E E 4"
+        );
+        assert_eq!(
+            build(&v, start, t("2019-01-01T00:00:11Z"), p).unwrap(),
+            "2 E 3 E E E E E E 4 5 E"
+        );
+        assert_eq!(build(&v, start, t("2018-01-01T00:00:00Z"), p).unwrap(), "");
+        let empty: Vec<(DateTime<Utc>, &str)> = Vec::new();
+        let hour = build(&empty, start, t("2019-01-01T00:59:59.9999999Z"), p).unwrap();
+        assert_eq!(hour.len(), 3600 * 2 - 1);
+    }
+
+    #[test]
+    fn value_before_cursor_blocks_later_values() {
+        let p = SamplePeriod::from_millis(1000.0).unwrap();
+        let v = secs("2019-01-01T00:00:00Z", &[(-1.0, "0"), (1.0, "1")]);
+        assert_eq!(
+            build(&v, t("2019-01-01T00:00:00Z"), t("2019-01-01T00:00:02Z"), p).unwrap(),
+            "E E E"
+        );
+    }
+
+    #[test]
+    fn parse_keeps_empty_tokens_and_drops_e() {
+        let p = SamplePeriod::from_millis(500.0).unwrap();
+        let start = t("2019-01-01T00:00:00Z");
+        let parsed = parse("1 E  3", start, p);
+        assert_eq!(
+            parsed,
+            vec![
+                (t("2019-01-01T00:00:00Z"), "1"),
+                (t("2019-01-01T00:00:01Z"), ""),
+                (t("2019-01-01T00:00:01.5Z"), "3"),
+            ]
+        );
+    }
+
+    #[test]
+    fn periods_truncate_to_ticks() {
+        assert_eq!(SamplePeriod::from_millis(0.00015).unwrap().ticks(), 1);
+        assert!(SamplePeriod::from_millis(0.00001).is_none());
+        assert!(SamplePeriod::from_millis(0.0).is_none());
+        assert!(SamplePeriod::from_millis(-5.0).is_none());
+        assert!(SamplePeriod::from_millis(f64::NAN).is_none());
+        assert_eq!(
+            SamplePeriod::from_millis(1000.5).unwrap().ticks(),
+            10_005_000
+        );
+    }
+
+    #[test]
+    fn slot_limit() {
+        let p = SamplePeriod::from_millis(0.001).unwrap();
+        let empty: Vec<(DateTime<Utc>, &str)> = Vec::new();
+        assert!(
+            build(
+                &empty,
+                t("2019-01-01T00:00:00Z"),
+                t("2019-01-02T00:00:00Z"),
+                p
+            )
+            .is_none()
+        );
+    }
+}

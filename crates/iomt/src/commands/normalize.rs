@@ -1,0 +1,116 @@
+//! `iomt normalize`: NDJSON device messages in, wire-format measurements out.
+//!
+//! Each input line is one message body (wrapped as `{Body, Properties, SystemProperties}`, as
+//! the original wraps every event), or with `--envelope` an already wrapped event. Measurements
+//! go to stdout, one per line; each failed line writes one JSON object to stderr with its line
+//! number, error class and message, and the exit status is 1 when any line failed. A failed
+//! line never stops the others.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use iomt_model::timestamp;
+use iomt_normalize::{DeviceMapping, EnvelopeBuilder, parse_token};
+use sonic_rs::JsonValueTrait;
+
+use super::read_mapping;
+use crate::defaults;
+
+/// Arguments of `iomt normalize`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The device mapping (devicecontent.json); the embedded example when absent.
+    #[arg(long, value_name = "FILE")]
+    device_mapping: Option<PathBuf>,
+    /// Each line is already an event envelope `{Body, Properties, SystemProperties}`.
+    #[arg(long)]
+    envelope: bool,
+    /// NDJSON input; standard input when absent or `-`.
+    input: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (text, name) = read_mapping(
+        args.device_mapping.as_deref(),
+        defaults::DEVICE_MAPPING,
+        defaults::DEVICE_MAPPING_NAME,
+    )?;
+    let mapping =
+        DeviceMapping::from_json_str(&text).with_context(|| format!("{name} cannot be used"))?;
+    let reader: Box<dyn BufRead> = match &args.input {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(BufReader::new(File::open(p).with_context(|| {
+                format!("cannot open {}; check the path", p.display())
+            })?))
+        }
+        _ => Box::new(BufReader::new(io::stdin())),
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let stderr = io::stderr();
+    let mut err = stderr.lock();
+    let mut builder = EnvelopeBuilder::new();
+    let mut measurements = Vec::new();
+    let mut failed = 0usize;
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let line = line.context("cannot read input")?;
+        let line_number = index + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let token = if args.envelope {
+            parse_token(&line)
+        } else {
+            builder.build(&line, &[], &[])
+        };
+        measurements.clear();
+        let result = token.and_then(|token| {
+            mapping.normalize_into(&token, &mut measurements)?;
+            Ok(enqueued_time(&token))
+        });
+        match result {
+            Ok(ingestion) => {
+                for m in &mut measurements {
+                    m.ingestion_time_utc = ingestion;
+                    writeln!(out, "{}", m.to_wire_json())?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                let mut report = serde_json::json!({
+                    "line": line_number,
+                    "class": e.class().name(),
+                    "message": e.to_string(),
+                });
+                if let Some(origin) = e.origin() {
+                    report["templateIndex"] = origin.template_index.into();
+                    report["typeName"] = origin.type_name.clone().into();
+                }
+                writeln!(err, "{report}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The event's enqueued time, when the envelope carries one (Event Hubs or IoT Hub).
+fn enqueued_time(token: &iomt_expr::Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let system = token.get("SystemProperties")?;
+    ["x-opt-enqueued-time", "iothub-enqueuedtime"]
+        .iter()
+        .find_map(|k| {
+            system
+                .get(k)
+                .and_then(|v| v.as_str())
+                .and_then(timestamp::parse)
+        })
+}

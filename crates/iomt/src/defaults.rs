@@ -1,0 +1,6 @@
+//! Mappings built into the binary, so `iomt` runs with nothing but itself.
+
+/// The wearable example device mapping (`examples/wearable/devicecontent.json`).
+pub const DEVICE_MAPPING: &str = include_str!("../../../examples/wearable/devicecontent.json");
+/// Where the embedded device mapping comes from, for messages.
+pub const DEVICE_MAPPING_NAME: &str = "embedded examples/wearable/devicecontent.json";
