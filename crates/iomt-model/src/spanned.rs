@@ -263,6 +263,11 @@ impl Parser<'_> {
                 } else {
                     loop {
                         self.skip_ws();
+                        // Newtonsoft accepts a trailing comma; mappings written for it may have one.
+                        if self.peek() == Some('}') {
+                            self.bump();
+                            break;
+                        }
                         let key_pos = self.pos();
                         if self.peek() != Some('"') {
                             return Err(self.error("expected a member name in double quotes"));
@@ -294,6 +299,10 @@ impl Parser<'_> {
                 } else {
                     loop {
                         self.skip_ws();
+                        if self.peek() == Some(']') {
+                            self.bump();
+                            break;
+                        }
                         items.push(self.value(depth + 1)?);
                         self.skip_ws();
                         match self.bump() {
@@ -478,11 +487,21 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = parse("{\n  \"a\": tru\n}").unwrap_err();
         assert_eq!(err.pos.line, 2);
-        assert!(parse("[1,]").is_err());
+        assert!(parse("[1,,]").is_err());
+        assert!(parse("{,}").is_err());
         assert!(parse("{} x").is_err());
         assert!(parse(&"[".repeat(1000)).is_err());
         assert!(parse("\"\\ud800\"").is_err());
         assert!(parse("01x").is_err());
+    }
+
+    #[test]
+    fn trailing_commas_are_accepted_like_newtonsoft() {
+        assert_eq!(parse("[1,]").unwrap().to_json(), serde_json::json!([1]));
+        assert_eq!(
+            parse("{\"a\":1,}").unwrap().to_json(),
+            serde_json::json!({"a": 1})
+        );
     }
 
     #[test]

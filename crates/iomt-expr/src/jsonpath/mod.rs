@@ -52,6 +52,7 @@
 mod ast;
 mod compare;
 mod eval;
+mod fast_scan;
 mod parser;
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,8 @@ pub struct JsonPath {
     steps: Box<[ast::Step]>,
     /// Every step is a member name or an index: evaluated without sink or allocation.
     simple: bool,
+    /// The common type-match shape `$..[?(@a && @b.c)]`, evaluated directly.
+    exists_scan: Option<fast_scan::ExistsScan>,
 }
 
 /// A token [`JsonPath::select_one`] found.
@@ -164,10 +167,12 @@ impl JsonPath {
             }
         })?;
         let simple = steps.iter().all(ast::Step::is_single);
+        let exists_scan = fast_scan::ExistsScan::plan(&steps);
         Ok(JsonPath {
             text: text.into(),
             steps: steps.into_boxed_slice(),
             simple,
+            exists_scan,
         })
     }
 
@@ -188,8 +193,14 @@ impl JsonPath {
     /// `SelectTokens`: every match in `root`, in document order, or the error Newtonsoft would
     /// have thrown while enumerating them.
     pub fn try_select_all<'a>(&self, root: &'a Value) -> Result<Vec<&'a Value>, JsonPathError> {
-        let (ctx, start) = context(Scope::Token(root));
         let mut out = Vec::new();
+        if let Some(scan) = &self.exists_scan {
+            if scan.run(root, &mut out) {
+                return Ok(out);
+            }
+            out.clear();
+        }
+        let (ctx, start) = context(Scope::Token(root));
         let mut member = false;
         let result = if self.simple {
             eval::run_simple(&ctx, &self.steps, start).map(|found| {

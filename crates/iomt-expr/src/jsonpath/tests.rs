@@ -2201,3 +2201,66 @@ fn compiled_paths_are_shareable() {
     let p = compile("$..[?(@.a =~ /x/i)]");
     assert_eq!(p.clone().text(), "$..[?(@.a =~ /x/i)]");
 }
+
+/// The direct scan of `$..[?(@a && @b.c)]` gives exactly the generic evaluator's results.
+#[test]
+fn exists_scan_matches_the_generic_evaluator() {
+    let docs = [
+        r#"{"heartRate":1,"a":[{"heartRate":null},{"x":{"heartRate":false}},[{"heartRate":0}]],"b":{"c":{"heartRate":""}}}"#,
+        r#"{"Body":{"systolic":1,"diastolic":2},"Properties":{},"SystemProperties":{"Body":{"systolic":3}}}"#,
+        r#"[{"a":{"b":1}},{"a":{"c":1}},{"a":[{"b":1}]},{"a":null},{"a":{"b":null},"c":1}]"#,
+        r#"{"matchedToken":{"heartRate":1},"heartRate":2,"x":[[[{"heartRate":3}]]]}"#,
+        r#"1"#,
+        r#"{"dup":1,"dup":2,"k":{"dup":3}}"#,
+    ];
+    let exprs = [
+        "$..[?(@heartRate)]",
+        "..[?(@heartRate)]",
+        "$..[?(@Body.systolic && @Body.diastolic)]",
+        "$..[?(@a.b)]",
+        "$..[?(@a.b && @c)]",
+        "$..[?(@dup)]",
+        "$..[?(@.heartRate)]",
+        "$..[?(@['heartRate'])]",
+    ];
+    for text in exprs {
+        let fast = JsonPath::compile(text).unwrap();
+        assert!(
+            fast.exists_scan.is_some(),
+            "{text} should use the direct scan"
+        );
+        let mut generic = fast.clone();
+        generic.exists_scan = None;
+        for doc in docs {
+            let v: Value = sonic_rs::from_str(doc).unwrap();
+            let a = fast.try_select_all(&v).unwrap();
+            let b = generic.try_select_all(&v).unwrap();
+            let ptrs = |x: &[&Value]| x.iter().map(|v| *v as *const Value).collect::<Vec<_>>();
+            assert_eq!(ptrs(&a), ptrs(&b), "{text} on {doc}");
+        }
+    }
+    for text in [
+        "$..[?(@a || @b)]",
+        "$..[?(@a == 1)]",
+        "$.x..[?(@a)]",
+        "$..[?($.a)]",
+        "$..[?(@a[0])]",
+    ] {
+        assert!(
+            JsonPath::compile(text).unwrap().exists_scan.is_none(),
+            "{text} is not the simple shape"
+        );
+    }
+}
+
+#[test]
+fn exists_scan_uses_the_first_of_duplicate_members() {
+    let doc: Value = sonic_rs::from_str(r#"{"a":1,"a":{"b":1}}"#).unwrap();
+    let fast = JsonPath::compile("$..[?(@a.b)]").unwrap();
+    let mut generic = fast.clone();
+    generic.exists_scan = None;
+    assert_eq!(
+        fast.try_select_all(&doc).unwrap().len(),
+        generic.try_select_all(&doc).unwrap().len()
+    );
+}
