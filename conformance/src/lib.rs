@@ -9,8 +9,22 @@
 //! deviations are listed, with their reasons, in `conformance/deviations.toml` and reported as
 //! ignored with that reason. Nothing is skipped silently: a missing corpus fails under `CI=true`.
 //!
-//! The function that runs one case, [`Case::run`], is the same code path the CLI and the
-//! service use (`DeviceMapping::normalize`), so a passing case means the product behaves so.
+//! The function that runs one case, [`Case::run`], calls the code the CLI, the service and the
+//! mapping debugger call (`DeviceMapping::normalize`, `group_batch`, `create_observation`,
+//! `merge_observation`, `iomt_debugger::validate` / `test_mapping`), so a passing case means
+//! the product behaves so.
+//!
+//! # Case kinds (the case format is documented in `conformance/fixtures/README.md`)
+//! | kind | cases | runs |
+//! |---|---|---|
+//! | normalization | `*/normalization/*`, `corpus/payload/*`, `corpus/generator/*` | device mapping + message → measurements or error |
+//! | template loading | `corpus/template-loading/*`, `corpus/loads/*` | device and FHIR mappings load (or fail) as the original's |
+//! | algorithm | `corpus/algorithms/<table>/*`, `corpus/observation/identity-hash/*` | one row of a table ([`transform::Table`]) |
+//! | observation | `*/observation/<case>` | measurements → one batch → Observations (or a merge into `existing.json`) |
+//! | validation | `corpus/validation/*` | the original's mapping validator through the debugger ([`validation`]) |
+
+pub mod transform;
+pub mod validation;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,6 +34,8 @@ use iomt_model::Measurement;
 use iomt_model::timestamp;
 use iomt_normalize::{DeviceMapping, EnvelopeBuilder, NormalizeError, parse_token};
 use serde_json::Value;
+
+use transform::Table;
 
 /// One conformance case.
 #[derive(Debug, Clone)]
@@ -44,6 +60,8 @@ pub enum CaseKind {
     },
     /// A mapping file and whether it loads, with asserted error fragments and lines.
     TemplateLoading {
+        /// Which loader: the device mapping's or the FHIR mapping's.
+        fhir: bool,
         /// The mapping file.
         file: PathBuf,
         /// Wrap a single template into a collection first.
@@ -51,10 +69,38 @@ pub enum CaseKind {
         /// The case entry from `template-loading.cases.json`, or `{"valid": true}`.
         entry: Value,
     },
-    /// The partition-key hash table.
-    DeterministicHash {
-        /// The case table entry.
+    /// One row of an algorithm table.
+    Algorithm {
+        /// The table.
+        table: Table,
+        /// The row.
         entry: Value,
+    },
+    /// Measurements (`normalized.json`) through a FHIR mapping as one batch, compared with
+    /// `expected-observation.json`; or merged into `existing.json`.
+    Observation {
+        /// The case folder.
+        dir: PathBuf,
+    },
+    /// `corpus/observation/e2e-basic-heartrate-create`: device event to FHIR requests.
+    ObservationEndToEnd {
+        /// The case folder.
+        dir: PathBuf,
+    },
+    /// `corpus/observation/generate-observation-references`: identity members.
+    ObservationReferences {
+        /// The case folder.
+        dir: PathBuf,
+    },
+    /// The original's mapping validator cases, through the debugger.
+    Validation {
+        /// The case folder.
+        dir: PathBuf,
+    },
+    /// A part of the corpus that should be there is not: fails with the reason.
+    Missing {
+        /// What is missing.
+        reason: String,
     },
 }
 
@@ -90,15 +136,40 @@ pub fn deviations() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
+/// Reads a text file, without a byte-order mark.
+pub(crate) fn read_text(path: &Path) -> Result<String, String> {
     let text =
         fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    serde_json::from_str(text).map_err(|e| format!("{} is not json: {e}", path.display()))
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_owned)
+        .unwrap_or(text))
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
+    let text = read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not json: {e}", path.display()))
+}
+
+/// Compares JSON by its pretty text, so member order counts (FHIR resources are written in
+/// element order), with a diff on failure.
+pub(crate) fn same_json(got: &Value, want: &Value) -> Result<(), String> {
+    let (g, w) = (
+        serde_json::to_string_pretty(got).unwrap_or_default(),
+        serde_json::to_string_pretty(want).unwrap_or_default(),
+    );
+    if g == w {
+        Ok(())
+    } else {
+        Err(format!(
+            "json differs\n{}",
+            similar_asserts::SimpleDiff::from_str(&w, &g, "expected", "actual")
+        ))
+    }
 }
 
 /// Removes `.` and `..` components without touching the file system.
-fn lexical(path: &Path) -> PathBuf {
+pub(crate) fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -113,7 +184,7 @@ fn lexical(path: &Path) -> PathBuf {
 }
 
 /// Follows `{"$ref": "relative/path"}` files.
-fn resolve_ref(path: &Path) -> Result<PathBuf, String> {
+pub(crate) fn resolve_ref(path: &Path) -> Result<PathBuf, String> {
     if path
         .file_name()
         .and_then(|n| n.to_str())
@@ -155,6 +226,13 @@ fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_owned()
+}
+
 fn normalization_cases(root_name: &str, dir: &Path, out: &mut Vec<Case>) {
     for case_dir in sorted_dirs(dir) {
         let (Some(template), Some(input), Some(expected)) = (
@@ -184,6 +262,12 @@ pub fn discover() -> (Vec<Case>, Option<PathBuf>) {
         &fixtures_root().join("normalization"),
         &mut cases,
     );
+    for dir in sorted_dirs(&fixtures_root().join("observation")) {
+        cases.push(Case {
+            name: format!("fixtures/observation/{}", dir_name(&dir)),
+            kind: CaseKind::Observation { dir },
+        });
+    }
     let corpus = corpus_root();
     let iomt = corpus.join("iomt-fhir");
     if !iomt.join("transcribed").is_dir() {
@@ -196,16 +280,47 @@ pub fn discover() -> (Vec<Case>, Option<PathBuf>) {
     );
     corpus_payload_cases(&iomt, &mut cases);
     template_loading_cases(&corpus, &mut cases);
-    if let Ok(table) = read_json(&iomt.join("transcribed/algorithms/deterministic-hash.cases.json"))
-    {
-        for (i, entry) in table["cases"].as_array().into_iter().flatten().enumerate() {
-            cases.push(Case {
-                name: format!("corpus/algorithms/deterministic-hash/{i}"),
-                kind: CaseKind::DeterministicHash {
-                    entry: entry.clone(),
-                },
-            });
+    let transcribed = iomt.join("transcribed");
+    for (table, file, prefix) in Table::ALL {
+        match read_json(&transcribed.join(file)) {
+            Ok(v) => {
+                for (i, entry) in v["cases"].as_array().into_iter().flatten().enumerate() {
+                    let label = entry
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| i.to_string(), str::to_owned);
+                    cases.push(Case {
+                        name: format!("corpus/{prefix}/{label}"),
+                        kind: CaseKind::Algorithm {
+                            table: *table,
+                            entry: entry.clone(),
+                        },
+                    });
+                }
+            }
+            Err(e) => cases.push(Case {
+                name: format!("corpus/{prefix}"),
+                kind: CaseKind::Missing { reason: e },
+            }),
         }
+    }
+    for dir in sorted_dirs(&transcribed.join("observation")) {
+        let case = dir_name(&dir);
+        let kind = match case.as_str() {
+            "e2e-basic-heartrate-create" => CaseKind::ObservationEndToEnd { dir },
+            "generate-observation-references" => CaseKind::ObservationReferences { dir },
+            _ => CaseKind::Observation { dir },
+        };
+        cases.push(Case {
+            name: format!("corpus/observation/{case}"),
+            kind,
+        });
+    }
+    for dir in sorted_dirs(&transcribed.join("validation")) {
+        cases.push(Case {
+            name: format!("corpus/validation/{}", dir_name(&dir)),
+            kind: CaseKind::Validation { dir },
+        });
     }
     (cases, None)
 }
@@ -277,8 +392,8 @@ fn corpus_payload_cases(iomt: &Path, out: &mut Vec<Case>) {
     }
 }
 
-/// Section C (`template-loading.cases.json`) for device mappings, and every other device
-/// mapping in the corpus, which must load.
+/// Section C (`template-loading.cases.json`) for device and FHIR mappings, and every other
+/// device and FHIR mapping in the corpus, which must load.
 fn template_loading_cases(corpus: &Path, out: &mut Vec<Case>) {
     let iomt = corpus.join("iomt-fhir");
     let table =
@@ -288,23 +403,36 @@ fn template_loading_cases(corpus: &Path, out: &mut Vec<Case>) {
         let file = entry["file"].as_str().unwrap_or_default();
         listed.insert(file.to_owned());
         let factory = entry["factory"].as_str().unwrap_or_default();
-        if factory.contains("Fhir") || factory.contains("CodeValue") {
-            // FHIR mappings load in iomt-transform; their cases run with the FHIR stage.
-            continue;
-        }
-        let wrap = !factory.starts_with("CollectionContentTemplateFactory");
         let short = Path::new(file)
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("?");
-        out.push(Case {
-            name: format!("corpus/template-loading/{i:02}-{short}"),
-            kind: CaseKind::TemplateLoading {
-                file: iomt.join(file),
-                wrap,
-                entry: entry.clone(),
-            },
-        });
+        let name = format!("corpus/template-loading/{i:02}-{short}");
+        // An entry may name both loaders (a file that is not JSON fails both).
+        let device = factory.contains("Content") || factory.starts_with("TemplateExtensions");
+        let fhir = factory.contains("Fhir");
+        if device {
+            out.push(Case {
+                name: name.clone(),
+                kind: CaseKind::TemplateLoading {
+                    fhir: false,
+                    file: iomt.join(file),
+                    wrap: !factory.starts_with("CollectionContentTemplateFactory"),
+                    entry: entry.clone(),
+                },
+            });
+        }
+        if fhir {
+            out.push(Case {
+                name: if device { format!("{name}-fhir") } else { name },
+                kind: CaseKind::TemplateLoading {
+                    fhir: true,
+                    file: iomt.join(file),
+                    wrap: factory.starts_with("CodeValueFhirTemplateFactory"),
+                    entry: entry.clone(),
+                },
+            });
+        }
     }
     let mut files = Vec::new();
     collect_json(corpus, &mut files);
@@ -319,8 +447,7 @@ fn template_loading_cases(corpus: &Path, out: &mut Vec<Case>) {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if rel.contains("/transcribed/") || listed.iter().any(|l| l.ends_with(&format!("/{base}")))
-        {
+        if rel.contains("/transcribed/") {
             continue;
         }
         let Ok(text) = fs::read_to_string(&file) else {
@@ -332,10 +459,21 @@ fn template_loading_cases(corpus: &Path, out: &mut Vec<Case>) {
             .collect::<String>()
             .to_ascii_lowercase()
             .replace(' ', "");
-        if head.contains("\"templatetype\":\"collectioncontent") {
+        let is_device = head.contains("\"templatetype\":\"collectioncontent");
+        let is_fhir = head.contains("\"templatetype\":\"collectionfhir");
+        // Device mappings listed in the table are skipped by file name (the validation project
+        // keeps copies of the template project's files); FHIR mappings by path, so that the
+        // validation project's own FHIR mappings are loaded too.
+        let skip = if is_device {
+            listed.iter().any(|l| l.ends_with(&format!("/{base}")))
+        } else {
+            listed.iter().any(|l| rel == format!("iomt-fhir/{l}"))
+        };
+        if (is_device || is_fhir) && !skip {
             out.push(Case {
                 name: format!("corpus/loads/{rel}"),
                 kind: CaseKind::TemplateLoading {
+                    fhir: is_fhir,
                     file,
                     wrap: false,
                     entry: serde_json::json!({"valid": true}),
@@ -384,7 +522,7 @@ fn mapping_text(path: &Path, wrap: bool) -> Result<String, String> {
 
 /// Canonical form of expected measurements: dates re-written as instants in UTC, so that
 /// `+00:00` and `Z` compare equal.
-fn canonical_measurements(v: &Value) -> Value {
+pub(crate) fn canonical_measurements(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(items) = v.as_array_mut() {
         for m in items {
@@ -436,10 +574,24 @@ impl Case {
                 input,
                 expected,
             } => run_normalization(template, input, expected),
-            CaseKind::TemplateLoading { file, wrap, entry } => {
-                run_template_loading(file, *wrap, entry)
-            }
-            CaseKind::DeterministicHash { entry } => run_hash(entry),
+            CaseKind::TemplateLoading {
+                fhir: false,
+                file,
+                wrap,
+                entry,
+            } => run_template_loading(file, *wrap, entry),
+            CaseKind::TemplateLoading {
+                fhir: true,
+                file,
+                wrap,
+                entry,
+            } => transform::run_fhir_template_loading(file, *wrap, entry),
+            CaseKind::Algorithm { table, entry } => transform::run_algorithm(*table, entry),
+            CaseKind::Observation { dir } => transform::run_observation_fixture(dir),
+            CaseKind::ObservationEndToEnd { dir } => transform::run_e2e_create(dir),
+            CaseKind::ObservationReferences { dir } => transform::run_generate_references(dir),
+            CaseKind::Validation { dir } => validation::run_validation(dir),
+            CaseKind::Missing { reason } => Err(reason.clone()),
         }
     }
 }
@@ -506,7 +658,7 @@ fn run_normalization(template: &Path, input: &Path, expected: &Path) -> Result<(
 
 /// Compares an error with an `expected-error.json`: the class, and the message
 /// (case-insensitively: iomt's messages are lowercase and add what to do).
-fn check_error(expected: &Value, class: &str, message: &str) -> Result<(), String> {
+pub(crate) fn check_error(expected: &Value, class: &str, message: &str) -> Result<(), String> {
     if let Some(want) = expected.get("exception").and_then(Value::as_str)
         && want != class
     {
@@ -577,22 +729,4 @@ fn run_template_loading(file: &Path, wrap: bool, entry: &Value) -> Result<(), St
         }
     }
     Ok(())
-}
-
-fn run_hash(entry: &Value) -> Result<(), String> {
-    let range = entry["range"].as_i64().unwrap_or(256) as i32;
-    let result = match entry["input"].as_str() {
-        // Rust strings cannot be null; the original's ArgumentNullException has no counterpart.
-        None => return Ok(()),
-        Some(input) => iomt_model::partition::deterministic_hash(input, range),
-    };
-    match (
-        result,
-        entry["expected"].as_str(),
-        entry["expected_error"].as_str(),
-    ) {
-        (Ok(got), Some(want), _) if got == want => Ok(()),
-        (Err(_), _, Some(_)) => Ok(()),
-        (got, want, err) => Err(format!("got {got:?}, expected {want:?} / error {err:?}")),
-    }
 }

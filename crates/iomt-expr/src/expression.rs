@@ -6,7 +6,7 @@ use sonic_rs::Value;
 use thiserror::Error;
 
 use crate::jmespath::{JmesPath, JmesPathError};
-use crate::jsonpath::{JsonPath, JsonPathError, Node};
+use crate::jsonpath::{Captured, JsonPath, JsonPathError, Matches, Node};
 use crate::{MatchToken, Scalar, Scope};
 
 /// The language an expression is written in.
@@ -94,15 +94,38 @@ impl Expression {
         }
     }
 
+    /// The compiled JSONPath, for a JSONPath expression (e.g. to add it to a
+    /// [`crate::jsonpath::MemberBatch`]).
+    pub fn as_json_path(&self) -> Option<&JsonPath> {
+        match &self.compiled {
+            Compiled::JsonPath(p) => Some(p),
+            Compiled::JmesPath(_) => None,
+        }
+    }
+
     /// Every match of a type-match expression in `root`, in document order.
     pub fn select_matches<'a>(&self, root: &'a Value) -> Result<Vec<MatchToken<'a>>, ExprError> {
         match &self.compiled {
-            Compiled::JsonPath(p) => Ok(p
-                .try_select_all(root)?
-                .into_iter()
-                .map(MatchToken::Borrowed)
-                .collect()),
+            Compiled::JsonPath(p) => Ok(p.select_all_as(root, MatchToken::Borrowed)?),
             Compiled::JmesPath(p) => Ok(p.select_matches(root)?),
+        }
+    }
+
+    /// [`Expression::select_matches`] that also takes, from each match, its first member named
+    /// like each of `names` while scanning (`captured[i]` for `names[i]`, what a member lookup
+    /// on the match finds), saving a pass over each match's members. Only the direct scan of
+    /// `$..[?(@a && @b.c)]` JSONPath type matches can; `None` for any other expression, for
+    /// documents too deep for the direct scan and for more than
+    /// [`crate::jsonpath::MAX_CAPTURE`] names: use `select_matches` then. Matches are nodes of
+    /// `root`, in the order `select_matches` gives them.
+    pub fn select_matches_capturing<'a>(
+        &self,
+        root: &'a Value,
+        names: &[Box<str>],
+    ) -> Option<Matches<(&'a Value, Captured<'a>)>> {
+        match &self.compiled {
+            Compiled::JsonPath(p) => p.select_all_capturing(root, names, |v, c| (v, *c)),
+            Compiled::JmesPath(_) => None,
         }
     }
 

@@ -71,21 +71,26 @@ pub enum Scalar<'a> {
 impl<'a> Scalar<'a> {
     /// Classifies a JSON node.
     pub fn from_value(value: &'a Value) -> Scalar<'a> {
-        use sonic_rs::{JsonType, JsonValueTrait};
-        match value.get_type() {
-            JsonType::Null => Scalar::Null,
-            JsonType::Boolean => Scalar::Bool(value.as_bool().unwrap_or(false)),
-            JsonType::Number => {
-                if let Some(i) = value.as_i64() {
+        use sonic_rs::{JsonNumberTrait, JsonValueTrait, ValueRef};
+        // One type dispatch (`as_ref`): each sonic-rs type check or read of a parsed node
+        // re-derives the node, and this runs for every value a template extracts.
+        match value.as_ref() {
+            ValueRef::Number(n) => {
+                if let Some(i) = n.as_i64() {
                     Scalar::Int(i)
-                } else if let Some(u) = value.as_u64() {
+                } else if let Some(u) = n.as_u64() {
                     Scalar::UInt(u)
                 } else {
-                    Scalar::Float(value.as_f64().unwrap_or(f64::NAN))
+                    Scalar::Float(n.as_f64().unwrap_or(f64::NAN))
                 }
             }
-            JsonType::String => Scalar::Str(Cow::Borrowed(value.as_str().unwrap_or(""))),
-            JsonType::Array | JsonType::Object => Scalar::Structured,
+            // A string borrowed from the document: valid UTF-8 since parsing, never re-checked.
+            ValueRef::String(s) => Scalar::Str(Cow::Borrowed(s)),
+            ValueRef::Bool(b) => Scalar::Bool(b),
+            // `as_ref` shows a raw number it cannot read as null; it is a number all the same.
+            ValueRef::Null if value.is_number() => Scalar::Float(f64::NAN),
+            ValueRef::Null => Scalar::Null,
+            ValueRef::Array(_) | ValueRef::Object(_) => Scalar::Structured,
         }
     }
 

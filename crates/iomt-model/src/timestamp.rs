@@ -22,8 +22,20 @@ pub fn to_ticks(ts: DateTime<Utc>) -> DateTime<Utc> {
 /// Parses a device timestamp (see the module docs for the accepted shapes). `None` when the text
 /// is not a date.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
-    let s = text.trim();
+    let s = trim(text);
     parse_iso(s.as_bytes()).or_else(|| parse_invariant(s))
+}
+
+/// `str::trim`, without its Unicode scan when both ends are visible ASCII (the usual case:
+/// bytes above `' '` and below 0x80 are never whitespace).
+fn trim(text: &str) -> &str {
+    let solid = |c: &u8| *c > b' ' && *c < 0x80;
+    let b = text.as_bytes();
+    if b.first().is_some_and(solid) && b.last().is_some_and(solid) {
+        text
+    } else {
+        text.trim()
+    }
 }
 
 fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
@@ -106,8 +118,11 @@ fn parse_iso(b: &[u8]) -> Option<DateTime<Utc>> {
         }
         Some(_) => return None,
     };
-    let utc = naive.and_utc() - TimeDelta::seconds(offset_seconds);
-    Some(utc)
+    let utc = naive.and_utc();
+    if offset_seconds == 0 {
+        return Some(utc);
+    }
+    Some(utc - TimeDelta::seconds(offset_seconds))
 }
 
 /// `M/d/yyyy[ h:mm[:ss][ AM|PM]]`, the invariant culture's general format.
@@ -209,6 +224,27 @@ mod tests {
             "2019-02-01T22:46:01.1234567Z"
         );
         assert_eq!(p("2023-10-09T19:18:23+00:00"), "2023-10-09T19:18:23Z");
+    }
+
+    #[test]
+    fn trims_like_str_trim() {
+        for s in [
+            "",
+            " ",
+            "x",
+            " 2019-02-01 ",
+            "\u{a0}2019-02-01",
+            "2019-02-01\u{2003}",
+            "\t2019-02-01T22:46:01Z\n",
+            "2019-02-01\u{1f}",
+            "\u{85}",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+        assert_eq!(
+            p("\u{a0}2019-02-01T22:46:01Z\u{3000}"),
+            "2019-02-01T22:46:01Z"
+        );
     }
 
     #[test]

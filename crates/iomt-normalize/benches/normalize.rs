@@ -18,7 +18,7 @@ const CALCULATED_JSONPATH: &str = r#"{"templateType": "CollectionContent", "temp
 const CALCULATED_JMESPATH: &str = r#"{"templateType": "CollectionContent", "template": [
   {"templateType": "CalculatedContent", "template": {
     "typeName": "heartrate", "defaultExpressionLanguage": "JmesPath",
-    "typeMatchExpression": "Body[?heartRate]",
+    "typeMatchExpression": "[Body][?heartRate]",
     "deviceIdExpression": "matchedToken.deviceId", "patientIdExpression": "matchedToken.patientId",
     "timestampExpression": "matchedToken.endDate",
     "values": [{"valueName": "hr", "valueExpression": "matchedToken.heartRate", "required": true}]}}]}"#;

@@ -29,6 +29,16 @@ impl ConvertError {
     }
 }
 
+/// Whether `s` is empty or whitespace only (`s.trim().is_empty()`), without the Unicode scan
+/// when it starts with visible ASCII (bytes above `' '` and below 0x80 are never whitespace).
+pub fn is_blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        None => true,
+        Some(&c) if c > b' ' && c < 0x80 => false,
+        Some(_) => s.trim().is_empty(),
+    }
+}
+
 /// Text for an id or a property value. `Ok(None)` for JSON `null`.
 pub fn to_text<'a>(scalar: Scalar<'a>) -> Result<Option<Cow<'a, str>>, ConvertError> {
     Ok(Some(match scalar {
@@ -48,7 +58,7 @@ pub fn to_text<'a>(scalar: Scalar<'a>) -> Result<Option<Cow<'a, str>>, ConvertEr
 pub fn to_timestamp(scalar: Scalar<'_>) -> Result<Option<DateTime<Utc>>, ConvertError> {
     match scalar {
         Scalar::Null => Ok(None),
-        Scalar::Str(s) if s.trim().is_empty() => Ok(None),
+        Scalar::Str(s) if is_blank(&s) => Ok(None),
         Scalar::Str(s) => timestamp::parse(&s).map(Some).ok_or_else(|| {
             ConvertError::NotADate(format!(
                 "{s:?} is not a date; send ISO 8601 such as 2024-01-01T12:00:00Z"
@@ -75,6 +85,15 @@ mod tests {
         assert_eq!(to_text(Scalar::Bool(true)).unwrap().unwrap(), "True");
         assert_eq!(to_text(Scalar::Null).unwrap(), None);
         assert_eq!(to_text(Scalar::Structured), Err(ConvertError::Structured));
+    }
+
+    #[test]
+    fn blank_like_trim() {
+        for s in [
+            "", " ", "\t\n", "x", " x", "\u{a0}", "\u{a0}x", "\u{3000}", "\u{1f}", "é",
+        ] {
+            assert_eq!(is_blank(s), s.trim().is_empty(), "{s:?}");
+        }
     }
 
     #[test]

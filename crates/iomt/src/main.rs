@@ -19,10 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Checks mapping files and reports every error with its template, field, line and column.
+    /// Checks mapping files and reports every error with its template, field, line and column,
+    /// and, given a FHIR mapping, the cross checks of the two mappings.
     Validate(commands::validate::Args),
     /// Normalizes device messages (NDJSON) into measurements in the original's wire format.
     Normalize(commands::normalize::Args),
+    /// Runs sample messages (NDJSON) through a device and a FHIR mapping as one batch and
+    /// prints one JSON report: measurements, Observations, errors and warnings.
+    TestMapping(commands::test_mapping::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(args),
         Command::Normalize(args) => commands::normalize::run(args),
+        Command::TestMapping(args) => commands::test_mapping::run(args),
     };
     match result {
         Ok(code) => code,

@@ -75,6 +75,17 @@ pub enum JmesPathError {
         /// The depth limit.
         limit: usize,
     },
+    /// Evaluating the expression on this message took more steps than any mapping needs
+    /// (nested projections can multiply the work combinatorially).
+    #[error(
+        "the expression {expression} needed more than {limit} evaluation steps on this message; simplify it (fewer nested projections)"
+    )]
+    TooMuchWork {
+        /// The expression text.
+        expression: String,
+        /// The step budget.
+        limit: u64,
+    },
 }
 
 /// A runtime error before the expression text is attached (boxed so that results stay small
@@ -89,6 +100,7 @@ pub(crate) enum RtKind {
     Overflow(String, String),
     OutOfRange(String, String),
     TooDeep,
+    TooMuchWork,
 }
 
 impl From<RtKind> for RtError {
@@ -131,6 +143,10 @@ impl RtError {
             RtKind::TooDeep => JmesPathError::NestingTooDeep {
                 expression: expression.to_owned(),
                 limit: super::value::MAX_VALUE_DEPTH,
+            },
+            RtKind::TooMuchWork => JmesPathError::TooMuchWork {
+                expression: expression.to_owned(),
+                limit: super::interp::STEP_BUDGET,
             },
         }
     }

@@ -1,15 +1,48 @@
 //! Tree-walking evaluation.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::ast::{Cmp, Kind, Node};
-use super::error::{RtError, RtResult};
+use super::error::{RtError, RtKind, RtResult};
 use super::functions;
 use super::value::{Arr, JStr, JValue, View, deep_eq, from_lit, order};
 
+/// How many evaluation steps one evaluation may take. Mappings need tens; the budget stops an
+/// expression whose nested projections multiply the work from stalling the pipeline.
+pub(crate) const STEP_BUDGET: u64 = 500_000;
+
+thread_local! {
+    static STEPS_LEFT: Cell<u64> = const { Cell::new(STEP_BUDGET) };
+}
+
+/// Starts a new evaluation's step budget. Every public entry point calls it first.
+pub(crate) fn reset_budget() {
+    STEPS_LEFT.with(|s| s.set(STEP_BUDGET));
+}
+
+fn spend_step() -> RtResult<()> {
+    spend_steps(1)
+}
+
+/// Spends `n` steps: one per node evaluated and one per element copied into a new list.
+fn spend_steps(n: usize) -> RtResult<()> {
+    STEPS_LEFT.with(|s| {
+        let left = s.get();
+        let n = n as u64;
+        if left < n {
+            s.set(0);
+            return Err(RtKind::TooMuchWork.into());
+        }
+        s.set(left - n);
+        Ok(())
+    })
+}
+
 /// Evaluates `node` against `cur`.
 pub(crate) fn eval<'a>(node: &Node, cur: &JValue<'a>) -> RtResult<JValue<'a>> {
+    spend_step()?;
     Ok(match &node.kind {
         Kind::Current => cur.clone(),
         Kind::Field(name) => cur.field(name),
@@ -208,7 +241,17 @@ fn project<'a>(lhs: &Node, rhs: &Node, cur: &JValue<'a>) -> RtResult<JValue<'a>>
     let View::Array(a) = base.view() else {
         return Ok(JValue::Null);
     };
-    let mut out = Vec::with_capacity(a.len());
+    let mut total = 0usize;
+    a.try_for_each::<()>(|item| {
+        total += match item.view() {
+            View::Array(nested) => nested.len(),
+            _ => 1,
+        };
+        Ok(())
+    })
+    .ok();
+    spend_steps(total)?;
+    let mut out = Vec::with_capacity(total);
     if let Kind::Current = rhs.kind {
         a.try_for_each::<()>(|item| {
             if !item.is_null() {
@@ -267,7 +310,17 @@ fn flatten<'a>(inner: &Node, cur: &JValue<'a>) -> RtResult<JValue<'a>> {
     let View::Array(a) = base.view() else {
         return Ok(JValue::Null);
     };
-    let mut out = Vec::with_capacity(a.len());
+    let mut total = 0usize;
+    a.try_for_each::<()>(|item| {
+        total += match item.view() {
+            View::Array(nested) => nested.len(),
+            _ => 1,
+        };
+        Ok(())
+    })
+    .ok();
+    spend_steps(total)?;
+    let mut out = Vec::with_capacity(total);
     a.try_for_each::<()>(|item| {
         match item.view() {
             View::Array(nested) => {

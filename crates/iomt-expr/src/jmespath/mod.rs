@@ -140,8 +140,11 @@ impl JmesPath {
     /// Evaluates against `scope` and returns the whole result.
     pub fn evaluate<'a>(&self, scope: Scope<'a>) -> Result<Evaluation<'a>, JmesPathError> {
         let cur = scope_value(scope);
-        let (value, projection) =
-            interp::eval_top(&self.root, &cur).map_err(|e| e.into_public(&self.text))?;
+        let (value, projection) = {
+            interp::reset_budget();
+            interp::eval_top(&self.root, &cur)
+        }
+        .map_err(|e| e.into_public(&self.text))?;
         Ok(Evaluation {
             value,
             projection,
@@ -157,8 +160,11 @@ impl JmesPath {
         root: &'a Value,
     ) -> Result<Vec<MatchToken<'a>>, JmesPathError> {
         let cur = JValue::Doc(root);
-        let (value, projection) =
-            interp::eval_top(&self.root, &cur).map_err(|e| e.into_public(&self.text))?;
+        let (value, projection) = {
+            interp::reset_budget();
+            interp::eval_top(&self.root, &cur)
+        }
+        .map_err(|e| e.into_public(&self.text))?;
         let to_match = |v: &JValue<'a>| -> Result<MatchToken<'a>, JmesPathError> {
             match v {
                 JValue::Doc(node) => Ok(MatchToken::Borrowed(node)),
@@ -189,8 +195,11 @@ impl JmesPath {
     /// i.e. [`Scalar::Structured`], as in the original).
     pub fn select_one<'a>(&self, scope: Scope<'a>) -> Result<Option<Scalar<'a>>, JmesPathError> {
         let cur = scope_value(scope);
-        let (value, projection) =
-            interp::eval_top(&self.root, &cur).map_err(|e| e.into_public(&self.text))?;
+        let (value, projection) = {
+            interp::reset_budget();
+            interp::eval_top(&self.root, &cur)
+        }
+        .map_err(|e| e.into_public(&self.text))?;
         if projection
             && let value::View::Array(items) = value.view()
             && items.len() > 1

@@ -1469,3 +1469,24 @@ fn jmespath_timing() {
         println!("{name}: {ns:.1} ns/op ({count})");
     }
 }
+
+/// Nested projections can multiply work combinatorially; the step budget turns that into an
+/// error instead of a stalled pipeline (found by fuzzing: fuzz/regressions/).
+#[test]
+fn combinatorial_expressions_hit_the_step_budget() {
+    let doc: Value = sonic_rs::from_str(
+        r#"{"a":[[1,2,3,4,5,6,7,8],[1,2,3,4,5,6,7,8],[1,2,3,4,5,6,7,8],[1,2,3,4,5,6,7,8]]}"#,
+    )
+    .unwrap();
+    // Each stage doubles the list: 2^24 elements after 24 stages, in a 300-character expression.
+    let text = format!("a{}", " | [@, @][]".repeat(24));
+    let expr = JmesPath::compile(&text).unwrap();
+    let err = expr.select_one(Scope::Token(&doc)).unwrap_err();
+    assert!(matches!(err, JmesPathError::TooMuchWork { .. }), "{err}");
+    // A normal expression right after is unaffected: the budget is per evaluation.
+    let ok = JmesPath::compile("a[0][1]").unwrap();
+    assert_eq!(
+        ok.select_one(Scope::Token(&doc)).unwrap(),
+        Some(Scalar::Int(2))
+    );
+}

@@ -35,6 +35,8 @@
 //!   (a few ns over the sonic-rs lookups themselves). Scans resolve each node's type once and
 //!   skip filter evaluation for node kinds a filter cannot accept (`@heartRate` only holds for
 //!   objects), because every sonic-rs type check or key read costs several ns.
+//! * A [`MemberBatch`] resolves several member-only paths in one walk per object and must give
+//!   exactly what `select_one` gives for each (see `members.rs`).
 //!
 //! # Known differences from Newtonsoft
 //! * Two errors Newtonsoft raises only when evaluating are compile errors here: a zero slice
@@ -53,6 +55,7 @@ mod ast;
 mod compare;
 mod eval;
 mod fast_scan;
+mod members;
 mod parser;
 #[cfg(test)]
 mod tests;
@@ -64,6 +67,8 @@ use thiserror::Error;
 
 use crate::Scope;
 use eval::{Ctx, EResult, EvalError, Flow, Tok};
+pub use fast_scan::{Captured, MAX_CAPTURE, Matches};
+pub use members::{MAX_BATCH_PATHS, MemberBatch};
 pub use parser::{MAX_DEPTH, MAX_STEPS};
 
 /// A compiled JSONPath expression: immutable, `Send + Sync`, cheap to evaluate many times.
@@ -193,9 +198,19 @@ impl JsonPath {
     /// `SelectTokens`: every match in `root`, in document order, or the error Newtonsoft would
     /// have thrown while enumerating them.
     pub fn try_select_all<'a>(&self, root: &'a Value) -> Result<Vec<&'a Value>, JsonPathError> {
+        self.select_all_as(root, |v| v)
+    }
+
+    /// [`JsonPath::try_select_all`] storing each match as `wrap(match)`, straight into the
+    /// vector returned (no second vector to convert).
+    pub(crate) fn select_all_as<'a, T>(
+        &self,
+        root: &'a Value,
+        wrap: impl Fn(&'a Value) -> T,
+    ) -> Result<Vec<T>, JsonPathError> {
         let mut out = Vec::new();
         if let Some(scan) = &self.exists_scan {
-            if scan.run(root, &mut out) {
+            if scan.run(root, &[], &mut out, &|v, _| wrap(v)) {
                 return Ok(out);
             }
             out.clear();
@@ -205,14 +220,14 @@ impl JsonPath {
         let result = if self.simple {
             eval::run_simple(&ctx, &self.steps, start).map(|found| {
                 if let Some(v) = found.and_then(Tok::value) {
-                    out.push(v);
+                    out.push(wrap(v));
                 }
                 Flow::Continue
             })
         } else {
             eval::run(&ctx, &self.steps, start, &mut |tok| match tok.value() {
                 Some(v) => {
-                    out.push(v);
+                    out.push(wrap(v));
                     Ok(Flow::Continue)
                 }
                 None => {
@@ -228,6 +243,26 @@ impl JsonPath {
             });
         }
         Ok(out)
+    }
+
+    /// `SelectTokens` for the common type-match shape `$..[?(@a && @b.c)]`, taking from each
+    /// match its first member named like each of `capture` (at most [`MAX_CAPTURE`] distinct
+    /// names) while scanning: `wrap(match, captured)` with `captured[i]` what a lookup of
+    /// `capture[i]` on the match gives. `None` when the path has another shape, the document is
+    /// too deep for the direct scan, or there are too many names: then use
+    /// [`JsonPath::try_select_all`] and look members up on each match.
+    pub(crate) fn select_all_capturing<'a, T>(
+        &self,
+        root: &'a Value,
+        capture: &[Box<str>],
+        wrap: impl Fn(&'a Value, &Captured<'a>) -> T,
+    ) -> Option<Matches<T>> {
+        let scan = self.exists_scan.as_ref()?;
+        if capture.len() > MAX_CAPTURE {
+            return None;
+        }
+        let mut out = Matches::new();
+        scan.run(root, capture, &mut out, &wrap).then_some(out)
     }
 
     /// `SelectTokens` in any scope, e.g. the overlay of a [`Scope::WithMatch`].

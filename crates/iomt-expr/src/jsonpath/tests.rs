@@ -2264,3 +2264,266 @@ fn exists_scan_uses_the_first_of_duplicate_members() {
         generic.try_select_all(&doc).unwrap().len()
     );
 }
+
+/// A small deterministic generator for the batch test (no dev-dependency needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// JSON text for a random value: objects draw member names from a few (so duplicates and
+/// `matchedToken` members are common), values of every kind.
+fn random_json(rng: &mut Rng, depth: usize) -> String {
+    const NAMES: [&str; 5] = ["a", "b", "matchedToken", "a b", "c"];
+    match rng.below(if depth == 0 { 4 } else { 7 }) {
+        0 => "null".into(),
+        1 => format!("{}", rng.below(100)),
+        2 => "\"s\"".into(),
+        3 => "false".into(),
+        4 => {
+            let items: Vec<_> = (0..rng.below(3))
+                .map(|_| random_json(rng, depth - 1))
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+        _ => {
+            let members: Vec<_> = (0..rng.below(6))
+                .map(|_| {
+                    format!(
+                        "{:?}:{}",
+                        NAMES[rng.below(NAMES.len())],
+                        random_json(rng, depth - 1)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+    }
+}
+
+#[test]
+fn member_batch_matches_select_one() {
+    let mut paths = Vec::new();
+    for a in ["a", "b", "matchedToken", "['a b']", "c"] {
+        paths.push(format!("$.{a}"));
+        for b in ["a", "matchedToken", "['a b']"] {
+            paths.push(format!("$.{a}.{b}"));
+            paths.push(format!("{a}.{b}.a"));
+        }
+    }
+    paths.push("$['a']['b']".into());
+    paths.push("$.a.a.a.a".into());
+    let compiled: Vec<JsonPath> = paths.iter().map(|p| compile(p)).collect();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for round in 0..3000 {
+        let d = doc(&random_json(&mut rng, 4));
+        let matched = doc(&random_json(&mut rng, 3));
+        // A match inside the document when there is one, as type matching gives.
+        let inner = compile("$..*").select_all(&d);
+        let matched = match inner.len() {
+            0 => &matched,
+            n => inner[rng.below(n)],
+        };
+        // A different subset and order of the paths each round.
+        let mut batch = MemberBatch::new();
+        let mut slots = Vec::new();
+        for (i, path) in compiled.iter().enumerate() {
+            if rng.below(3) > 0 && batch.len() < MAX_BATCH_PATHS {
+                slots.push((i, batch.add(path).expect("member chain")));
+            }
+        }
+        for scope in [Scope::Token(&d), Scope::WithMatch { root: &d, matched }] {
+            let mut found = [None; MAX_BATCH_PATHS];
+            batch.resolve(scope, &mut found);
+            for &(i, slot) in &slots {
+                let expected = match compiled[i].select_one(scope).unwrap() {
+                    Some(Node::Value(v)) => Some(v as *const Value),
+                    Some(Node::ScopeRoot) => panic!("a member path selected the root"),
+                    None => None,
+                };
+                assert_eq!(
+                    found[slot].map(|v| v as *const Value),
+                    expected,
+                    "round {round}: {} in {} ({scope:?})",
+                    paths[i],
+                    text(&d)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn member_batch_takes_only_member_chains() {
+    let mut batch = MemberBatch::new();
+    for path in [
+        "$",
+        "$.a[0]",
+        "$..a",
+        "$.*",
+        "$['a','b']",
+        "$.a[?(@.b)]",
+        "a[*]",
+    ] {
+        assert_eq!(batch.add(&compile(path)), None, "{path}");
+    }
+    assert!(batch.is_empty());
+    for i in 0..MAX_BATCH_PATHS {
+        assert_eq!(batch.add(&compile(&format!("$.m{i}"))), Some(i));
+    }
+    assert_eq!(batch.add(&compile("$.a")), None, "the batch is full");
+    assert_eq!(batch.len(), MAX_BATCH_PATHS);
+}
+
+#[test]
+fn capturing_scan_matches_the_generic_evaluator() {
+    use sonic_rs::JsonContainerTrait;
+    let exprs = [
+        "$..[?(@a)]",
+        "$..[?(@b)]",
+        "$..[?(@a.b)]",
+        "$..[?(@a && @b)]",
+        "$..[?(@matchedToken.a && @c)]",
+        "$..[?(@['a b'])]",
+    ];
+    let name_sets: [&[&str]; 5] = [
+        &[],
+        &["a"],
+        &["b", "a", "c"],
+        &["matchedToken", "a b", "zz", "a", "b", "c", "d", "e"],
+        &["c"],
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut docs: Vec<String> = [
+        r#"{"a":1,"a":{"b":1},"b":[{"a":null,"b":2},{"a":{"b":3}}]}"#,
+        r#"{"Body":{"a":1},"Properties":{},"SystemProperties":{"a":{"a":2}}}"#,
+        r#"[[{"a":1}],{"c":{"a":2,"c":3}}]"#,
+        "1",
+    ]
+    .map(str::to_owned)
+    .into();
+    docs.extend((0..1500).map(|_| random_json(&mut rng, 5)));
+    let mut several = 0;
+    for text in exprs {
+        let fast = compile(text);
+        let mut generic = fast.clone();
+        generic.exists_scan = None;
+        for names in name_sets {
+            let names: Vec<Box<str>> = names.iter().map(|&n| n.into()).collect();
+            for json in &docs {
+                let d = doc(json);
+                let expected = generic.try_select_all(&d).unwrap();
+                let got = fast
+                    .select_all_capturing(&d, &names, |m, c| (m, *c))
+                    .expect("the direct scan");
+                assert_eq!(got.len(), expected.len());
+                several += usize::from(expected.len() > 1);
+                assert_eq!(
+                    got.iter()
+                        .map(|(m, _)| *m as *const Value)
+                        .collect::<Vec<_>>(),
+                    expected
+                        .iter()
+                        .map(|m| *m as *const Value)
+                        .collect::<Vec<_>>(),
+                    "{text} on {json}"
+                );
+                for (m, captured) in got.iter() {
+                    let object = m.as_object().expect("matches are objects");
+                    for (i, name) in names.iter().enumerate() {
+                        assert_eq!(
+                            captured[i].map(|v| v as *const Value),
+                            object.get(name).map(|v| v as *const Value),
+                            "{text} capturing {name} on {json}"
+                        );
+                    }
+                    assert!(captured[names.len()..].iter().all(Option::is_none));
+                }
+            }
+        }
+    }
+    assert!(
+        several > 500,
+        "only {several} documents with nested matches"
+    );
+    // Other shapes and too many names: no direct scan.
+    let names: Vec<Box<str>> = (0..=MAX_CAPTURE).map(|i| format!("n{i}").into()).collect();
+    let d = doc(r#"{"a":1}"#);
+    assert!(
+        compile("$..[?(@a)]")
+            .select_all_capturing(&d, &names, |m, _| m)
+            .is_none()
+    );
+    assert!(
+        compile("$.a")
+            .select_all_capturing(&d, &[], |m, _| m)
+            .is_none()
+    );
+}
+
+#[test]
+fn member_batch_resolves_captured_members_like_lookups() {
+    let paths = [
+        "$.matchedToken.a",
+        "$.matchedToken.b",
+        "$.matchedToken",
+        "$.matchedToken.a.b",
+        "$.matchedToken.matchedToken.c",
+        "$.a",
+        "$.b.a",
+        "$.c",
+        "$['a b']",
+    ];
+    let type_matches = ["$..[?(@a)]", "$..[?(@b)]", "$..[?(@c && @a)]"];
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut compared = 0;
+    for round in 0..1500 {
+        let d = doc(&random_json(&mut rng, 5));
+        let mut batch = MemberBatch::new();
+        for path in &paths {
+            if rng.below(2) == 0 {
+                batch.add(&compile(path)).expect("member chain");
+            }
+        }
+        let type_match = compile(type_matches[rng.below(type_matches.len())]);
+        for with_match in [false, true] {
+            let Some(names) = batch.match_names(with_match) else {
+                continue;
+            };
+            let matches = type_match
+                .select_all_capturing(&d, names, |m, c| (m, *c))
+                .expect("the direct scan");
+            for (m, captured) in matches.iter() {
+                let scope = if with_match {
+                    Scope::WithMatch {
+                        root: &d,
+                        matched: m,
+                    }
+                } else {
+                    Scope::Token(m)
+                };
+                let (mut a, mut b) = ([None; MAX_BATCH_PATHS], [None; MAX_BATCH_PATHS]);
+                batch.resolve(scope, &mut a);
+                batch.resolve_captured(scope, captured, &mut b);
+                let ptrs = |x: &[Option<&Value>]| {
+                    x.iter()
+                        .map(|v| v.map(|v| v as *const Value))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(ptrs(&a), ptrs(&b), "round {round} on {}", text(&d));
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 500, "only {compared} matches compared");
+}

@@ -53,5 +53,6 @@ fn load(loader: &mut Loader<'_>, node: &Node) -> Option<ContentTemplate> {
         correlation_id,
         values: values?,
         context: MatchContext::RootWithMatchedToken,
+        members: Default::default(),
     })
 }

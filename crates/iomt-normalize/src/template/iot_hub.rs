@@ -93,5 +93,6 @@ pub(super) fn load_fixed(
         correlation_id,
         values,
         context: MatchContext::MatchedToken,
+        members: Default::default(),
     })
 }

@@ -43,6 +43,7 @@ fn load(loader: &mut Loader<'_>, node: &Node) -> Option<ContentTemplate> {
         correlation_id,
         values,
         context: MatchContext::MatchedToken,
+        members: Default::default(),
     })
 }
 

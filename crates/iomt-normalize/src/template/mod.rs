@@ -22,6 +22,7 @@ pub(crate) mod iot_hub;
 pub(crate) mod json_path;
 pub mod loader;
 
+use iomt_expr::jsonpath::MemberBatch;
 use iomt_expr::{Expression, Language};
 use iomt_model::ErrorClass;
 use iomt_model::spanned::{self, Node, ObjectReader, Pos};
@@ -36,6 +37,9 @@ pub struct TemplateExpr {
     pub expression: Expression,
     /// Where it is in the mapping file.
     pub pos: Pos,
+    /// Its slot in the template's member batch, when it is a member-only JSONPath (`$.a.b`)
+    /// resolved there instead of on its own.
+    pub(crate) member_slot: Option<usize>,
 }
 
 /// One `values[]` entry.
@@ -86,6 +90,29 @@ pub struct ContentTemplate {
     pub values: Vec<ValueTemplate>,
     /// The context of the non-type-match expressions.
     pub context: MatchContext,
+    /// The member-only JSONPath expressions of the template (all but the type match), resolved
+    /// together once per match (see `extract`).
+    pub(crate) members: MemberBatch,
+}
+
+impl ContentTemplate {
+    /// Puts every member-only JSONPath expression into the template's member batch.
+    fn plan_member_lookups(mut self) -> ContentTemplate {
+        let mut batch = MemberBatch::new();
+        let exprs = self
+            .device_id
+            .iter_mut()
+            .chain(self.timestamp.iter_mut())
+            .chain(self.correlation_id.iter_mut())
+            .chain(self.patient_id.iter_mut())
+            .chain(self.encounter_id.iter_mut())
+            .chain(self.values.iter_mut().filter_map(|v| v.expression.as_mut()));
+        for expr in exprs {
+            expr.member_slot = expr.expression.as_json_path().and_then(|p| batch.add(p));
+        }
+        self.members = batch;
+        self
+    }
 }
 
 /// A template type: how to recognise its name and how to load it.
@@ -221,6 +248,11 @@ impl DeviceMapping {
         &self.templates
     }
 
+    #[cfg(test)]
+    pub(crate) fn templates_mut(&mut self) -> &mut [ContentTemplate] {
+        &mut self.templates
+    }
+
     /// Things that load but probably do not do what the author meant (ignored members).
     pub fn warnings(&self) -> &[TemplateError] {
         &self.warnings
@@ -297,7 +329,7 @@ fn load_one(loader: &mut Loader<'_>, item: &Node) -> Option<ContentTemplate> {
         );
         return None;
     }
-    (template_type.load)(loader, inner)
+    (template_type.load)(loader, inner).map(ContentTemplate::plan_member_lookups)
 }
 
 /// Compiles one expression, reporting a failure as a template error.
@@ -309,7 +341,11 @@ pub(crate) fn compile(
     field: &str,
 ) -> Option<TemplateExpr> {
     match Expression::compile(text, language) {
-        Ok(expression) => Some(TemplateExpr { expression, pos }),
+        Ok(expression) => Some(TemplateExpr {
+            expression,
+            pos,
+            member_slot: None,
+        }),
         Err(e) => {
             loader.error(
                 ErrorClass::InvalidTemplateException,

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub mod normalize;
+pub mod test_mapping;
 pub mod validate;
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::Context;
@@ -22,4 +24,32 @@ pub fn read_mapping(
         }
         None => Ok((default.to_owned(), default_name.to_owned())),
     }
+}
+
+/// Opens NDJSON input: the file, or standard input when the path is absent or `-`.
+pub fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(BufReader::new(File::open(p).with_context(|| {
+                format!("cannot open {}; check the path", p.display())
+            })?))
+        }
+        _ => Box::new(BufReader::new(io::stdin())),
+    })
+}
+
+/// Calls `each(line_number, line)` for every non-blank line (1-based numbers, blank lines
+/// skipped but counted), as `iomt normalize` and `iomt test-mapping` read their input.
+pub fn for_each_line(
+    reader: Box<dyn BufRead>,
+    mut each: impl FnMut(usize, Vec<u8>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let line = line.context("cannot read input")?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        each(index + 1, line)?;
+    }
+    Ok(())
 }

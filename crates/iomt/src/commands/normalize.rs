@@ -6,17 +6,15 @@
 //! number, error class and message, and the exit status is 1 when any line failed. A failed
 //! line never stops the others.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use iomt_model::timestamp;
+use iomt_debugger::enqueued_time;
 use iomt_normalize::{DeviceMapping, EnvelopeBuilder, parse_token};
-use sonic_rs::JsonValueTrait;
 
-use super::read_mapping;
+use super::{for_each_line, open_input, read_mapping};
 use crate::defaults;
 
 /// Arguments of `iomt normalize`.
@@ -41,14 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let mapping =
         DeviceMapping::from_json_str(&text).with_context(|| format!("{name} cannot be used"))?;
-    let reader: Box<dyn BufRead> = match &args.input {
-        Some(p) if p.as_os_str() != "-" => {
-            Box::new(BufReader::new(File::open(p).with_context(|| {
-                format!("cannot open {}; check the path", p.display())
-            })?))
-        }
-        _ => Box::new(BufReader::new(io::stdin())),
-    };
+    let reader = open_input(args.input.as_deref())?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let stderr = io::stderr();
@@ -56,12 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut builder = EnvelopeBuilder::new();
     let mut measurements = Vec::new();
     let mut failed = 0usize;
-    for (index, line) in reader.split(b'\n').enumerate() {
-        let line = line.context("cannot read input")?;
-        let line_number = index + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for_each_line(reader, |line_number, line| {
         let token = if args.envelope {
             parse_token(&line)
         } else {
@@ -93,24 +79,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(err, "{report}")?;
             }
         }
-    }
+        Ok(())
+    })?;
     out.flush()?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The event's enqueued time, when the envelope carries one (Event Hubs or IoT Hub).
-fn enqueued_time(token: &iomt_expr::Value) -> Option<chrono::DateTime<chrono::Utc>> {
-    let system = token.get("SystemProperties")?;
-    ["x-opt-enqueued-time", "iothub-enqueuedtime"]
-        .iter()
-        .find_map(|k| {
-            system
-                .get(k)
-                .and_then(|v| v.as_str())
-                .and_then(timestamp::parse)
-        })
 }

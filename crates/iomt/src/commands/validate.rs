@@ -1,9 +1,15 @@
 //! `iomt validate`: load mappings exactly as processing would, and report every problem.
+//!
+//! With `--fhir-mapping` the FHIR mapping is checked too, and so are the cross checks of the
+//! two (a device type without FHIR template, a device value no FHIR template reads). Errors
+//! make the exit status 1; warnings do not. Without either mapping option the embedded example
+//! pair is checked; with only `--device-mapping`, only that mapping (it would make no sense to
+//! cross check it against the example FHIR mapping).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use iomt_normalize::DeviceMapping;
+use iomt_debugger::{MappingKind, ValidationReport};
 
 use super::read_mapping;
 use crate::defaults;
@@ -14,6 +20,10 @@ pub struct Args {
     /// The device mapping (devicecontent.json); the embedded example when absent.
     #[arg(long, value_name = "FILE")]
     device_mapping: Option<PathBuf>,
+    /// The FHIR mapping (fhirmapping.json), checked with the device mapping; the embedded
+    /// example when neither mapping is given.
+    #[arg(long, value_name = "FILE")]
+    fhir_mapping: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -21,50 +31,67 @@ pub struct Args {
 
 /// Runs the command; exit status 1 when any error was found.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (text, name) = read_mapping(
+    let (device_text, device_name) = read_mapping(
         args.device_mapping.as_deref(),
         defaults::DEVICE_MAPPING,
         defaults::DEVICE_MAPPING_NAME,
     )?;
-    let (mapping, errors) = DeviceMapping::load_lenient(&text);
+    let fhir = match (&args.fhir_mapping, &args.device_mapping) {
+        (Some(path), _) => Some(read_mapping(
+            Some(path),
+            defaults::FHIR_MAPPING,
+            defaults::FHIR_MAPPING_NAME,
+        )?),
+        (None, None) => Some((
+            defaults::FHIR_MAPPING.to_owned(),
+            defaults::FHIR_MAPPING_NAME.to_owned(),
+        )),
+        (None, Some(_)) => None,
+    };
+    let report = iomt_debugger::validate(&device_text, fhir.as_ref().map(|(t, _)| t.as_str()));
+    let fhir_name = fhir.as_ref().map(|(_, n)| n.as_str());
     if args.json {
-        let render = |e: &iomt_normalize::TemplateError| {
-            serde_json::json!({
-                "class": e.class.name(),
-                "severity": e.class.severity().as_str(),
-                "message": e.message,
-                "templateIndex": e.template_index,
-                "typeName": e.type_name,
-                "field": e.field,
-                "line": e.pos.map(|p| p.line),
-                "column": e.pos.map(|p| p.column),
-            })
-        };
-        let report = serde_json::json!({
-            "deviceMapping": {
-                "file": name,
-                "templates": mapping.templates().len(),
-                "errors": errors.iter().map(render).collect::<Vec<_>>(),
-                "warnings": mapping.warnings().iter().map(render).collect::<Vec<_>>(),
-            }
-        });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["deviceMapping"]["file"] = device_name.into();
+        if let Some(name) = fhir_name {
+            json["fhirMapping"]["file"] = name.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        for w in mapping.warnings() {
-            println!("{name}: warning: {w}");
-        }
-        for e in &errors {
-            println!("{name}: error: {e} [{}]", e.class);
-        }
-        if errors.is_empty() {
-            println!("{name}: ok, {} template(s)", mapping.templates().len());
-        } else {
-            println!("{name}: {} error(s)", errors.len());
-        }
+        print_text(&report, &device_name, fhir_name);
     }
-    Ok(if errors.is_empty() {
+    Ok(if report.is_valid() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+fn print_text(report: &ValidationReport, device_name: &str, fhir_name: Option<&str>) {
+    let name = |mapping: Option<MappingKind>| match mapping {
+        Some(MappingKind::Fhir) => fhir_name.unwrap_or("fhir mapping"),
+        _ => device_name,
+    };
+    for w in &report.warnings {
+        println!("{}: warning: {w}", name(w.mapping));
+    }
+    for e in &report.errors {
+        println!("{}: error: {e} [{}]", name(Some(e.mapping)), e.class);
+    }
+    let summarize = |mapping: MappingKind, templates: usize| {
+        let errors = report
+            .errors
+            .iter()
+            .filter(|e| e.mapping == mapping)
+            .count();
+        if errors == 0 {
+            println!("{}: ok, {templates} template(s)", name(Some(mapping)));
+        } else {
+            println!("{}: {errors} error(s)", name(Some(mapping)));
+        }
+    };
+    summarize(MappingKind::Device, report.device_mapping.templates);
+    if let Some(fhir) = &report.fhir_mapping {
+        summarize(MappingKind::Fhir, fhir.templates);
+    }
 }
