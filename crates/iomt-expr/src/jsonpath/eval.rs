@@ -93,6 +93,24 @@ pub(super) enum EvalError {
     Convert(String),
     /// A regex read from the document is not usable.
     Regex { pattern: String, reason: String },
+    /// The step budget ran out.
+    TooMuchWork,
+}
+
+/// How many steps (path stages applied to a token, nodes visited by a scan) one evaluation may
+/// take. Mappings need tens; repeated `..` scans multiply the work and would otherwise stall the
+/// pipeline on one message (found by fuzzing).
+pub(super) const STEP_BUDGET: u64 = 1_000_000;
+
+/// Spends one step of the evaluation's budget.
+#[inline]
+fn spend(ctx: &Ctx<'_>) -> EResult<()> {
+    let left = ctx.steps_left.get();
+    if left == 0 {
+        return Err(EvalError::TooMuchWork);
+    }
+    ctx.steps_left.set(left - 1);
+    Ok(())
 }
 
 pub(super) type EResult<T> = Result<T, EvalError>;
@@ -114,6 +132,8 @@ const RECURSION_BUDGET: u32 = 64;
 pub(super) struct Ctx<'a> {
     /// Recursion levels of descendant walks in use.
     pub(super) depth: Cell<u32>,
+    /// Steps left of [`STEP_BUDGET`].
+    pub(super) steps_left: Cell<u64>,
     /// The token `$` denotes.
     pub(super) root: Tok<'a>,
     /// For a `WithMatch` scope: the event root's members (none if it is not an object) and the
@@ -335,6 +355,7 @@ fn descend_children<'a, F>(ctx: &Ctx<'a>, tok: Tok<'a>, f: &mut F) -> EResult<Fl
 where
     F: FnMut(Tok<'a>) -> EResult<Flow>,
 {
+    spend(ctx)?;
     match tok {
         Tok::Obj(_, o) => {
             for (k, v) in o.iter() {
@@ -429,6 +450,7 @@ pub(super) fn run<'a>(
     mut tok: Tok<'a>,
     sink: Sink<'_, 'a>,
 ) -> EResult<Flow> {
+    spend(ctx)?;
     let mut i = 0;
     while i < steps.len() {
         let rest = &steps[i + 1..];

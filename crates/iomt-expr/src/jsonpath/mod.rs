@@ -157,6 +157,17 @@ pub enum JsonPathError {
         /// The expression as written.
         expression: String,
     },
+    /// Evaluating took more steps than any mapping needs: repeated `..` scans multiply the
+    /// work combinatorially (Newtonsoft would run for minutes).
+    #[error(
+        "expression {expression} needed more than {limit} evaluation steps on this message; use fewer recursive descents (..)"
+    )]
+    TooMuchWork {
+        /// The expression as written.
+        expression: String,
+        /// The step budget.
+        limit: u64,
+    },
 }
 
 impl JsonPath {
@@ -342,6 +353,10 @@ impl JsonPath {
                 pattern,
                 reason,
             },
+            EvalError::TooMuchWork => JsonPathError::TooMuchWork {
+                expression,
+                limit: eval::STEP_BUDGET,
+            },
         }
     }
 }
@@ -351,6 +366,7 @@ fn context(scope: Scope<'_>) -> (Ctx<'_>, Tok<'_>) {
         Scope::Token(v) => (
             Ctx {
                 depth: Cell::new(0),
+                steps_left: Cell::new(eval::STEP_BUDGET),
                 root: Tok::Val(v),
                 overlay: None,
             },
@@ -359,6 +375,7 @@ fn context(scope: Scope<'_>) -> (Ctx<'_>, Tok<'_>) {
         Scope::WithMatch { root, matched } => (
             Ctx {
                 depth: Cell::new(0),
+                steps_left: Cell::new(eval::STEP_BUDGET),
                 root: Tok::Root,
                 overlay: Some((sonic_rs::JsonContainerTrait::as_object(root), matched)),
             },

@@ -2527,3 +2527,23 @@ fn member_batch_resolves_captured_members_like_lookups() {
     }
     assert!(compared > 500, "only {compared} matches compared");
 }
+
+/// Repeated recursive descents multiply the work; the step budget turns that into an error
+/// instead of a stalled pipeline (found by fuzzing: fuzz/regressions/jsonpath-*).
+#[test]
+fn combinatorial_scans_hit_the_step_budget() {
+    let doc: Value = sonic_rs::from_str(
+        r#"{"a":[{"b":[1,2,3,{"c":[4,5,6]}]},{"b":[7,8,9,{"c":[1,2,3]}]}],"d":{"e":{"f":{"g":[1,2,3,4,5,6,7,8,9]}}}}"#,
+    )
+    .unwrap();
+    let path = JsonPath::compile(&"..*".repeat(60)).unwrap();
+    let err = path.try_select_all(&doc).unwrap_err();
+    assert!(matches!(err, JsonPathError::TooMuchWork { .. }), "{err}");
+    assert!(matches!(
+        path.select_one(Scope::Token(&doc)),
+        Err(JsonPathError::TooMuchWork { .. }) | Err(JsonPathError::MultipleTokens { .. })
+    ));
+    // The budget is per evaluation: an ordinary path right after works.
+    let ok = JsonPath::compile("$.d.e.f.g[2]").unwrap();
+    assert_eq!(ok.try_select_all(&doc).unwrap().len(), 1);
+}
