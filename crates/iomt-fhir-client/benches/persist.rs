@@ -17,8 +17,9 @@
 //!   warm-up first, as in a running service (the identity cache lives for hours).
 //!
 //! Both sides create new Observations on an emptied server (the server is reset and the devices
-//! seeded again before every run, untimed), alternating plain and connector twice per
-//! concurrency level; the best of the two runs is shown. CPU time is this process's (user +
+//! seeded again before every run, untimed), alternating plain and connector
+//! concurrency level five times (twice with `--quick`); the best run of each is shown, which filters out
+//! moments when other work on the machine took the CPU. CPU time is this process's (user +
 //! system): the server is another process.
 
 use std::num::NonZeroUsize;
@@ -60,10 +61,16 @@ struct Run {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // For profiling the connector alone (`perf record … persist-* --connector-only`).
+    // For profiling one side alone (`perf record … persist-* --connector-only`).
     let connector_only = std::env::args().any(|a| a == "--connector-only");
-    let per_run: usize = if quick { 600 } else { 3000 };
-    let levels: &[usize] = &[1, 8, 32];
+    let plain_only = std::env::args().any(|a| a == "--plain-only");
+    let rounds = if quick { 2 } else { 5 };
+    let per_run: usize = if quick { 600 } else { 2000 };
+    let levels: &[usize] = if std::env::args().any(|a| a == "--c1") {
+        &[1]
+    } else {
+        &[1, 8, 32]
+    };
     let server = FhirServer::start(
         FhirServerOptions::default()
             .validate(false)
@@ -80,7 +87,7 @@ fn main() {
 
     println!(
         "persist benchmark: {per_run} new Observations per run, {DEVICES} devices, server validation off, \
-         client-credentials auth; best of 2 runs per side"
+         client-credentials auth; best of {rounds} runs per side"
     );
     println!(
         "{:>11} | {:>13} | {:>13} | {:>6} | {:>15} | {:>15} | {:>13}",
@@ -96,7 +103,7 @@ fn main() {
     for &concurrency in levels {
         let mut plain_best: Option<Run> = None;
         let mut conn_best: Option<Run> = None;
-        for _ in 0..2 {
+        for _ in 0..rounds {
             offset += 1;
             let groups = groups(base + TimeDelta::days(offset), per_run);
             let plain = if connector_only {
@@ -108,8 +115,19 @@ fn main() {
             } else {
                 runtime.block_on(plain_run(&server, &templates, &groups, concurrency))
             };
-            let conn = runtime.block_on(connector_run(&server, &templates, groups, concurrency));
-            if plain_best.as_ref().is_none_or(|b| !(plain.rate <= b.rate)) {
+            let conn = if plain_only {
+                Run {
+                    rate: f64::NAN,
+                    cpu_us: f64::NAN,
+                    requests_per_obs: f64::NAN,
+                }
+            } else {
+                runtime.block_on(connector_run(&server, &templates, groups, concurrency))
+            };
+            if plain_best
+                .as_ref()
+                .is_none_or(|b| plain.rate.total_cmp(&b.rate).is_gt())
+            {
                 plain_best = Some(plain);
             }
             if conn_best.as_ref().is_none_or(|b| conn.rate > b.rate) {

@@ -31,7 +31,7 @@
 //!   id_precision: seconds
 //!   cache: { capacity: 5000, time_to_live: 1h }
 //!   conflict_retries: 2
-//!   prefetch_batch: 20
+//!   prefetch_batch: 50
 //! bundles: { enabled: false, max_entries: 50 }
 //! ```
 
@@ -489,7 +489,8 @@ pub struct ObservationConfig {
     /// Re-reads and retries after a 409 or 412 on write, per group.
     pub conflict_retries: u32,
     /// Identifiers looked up per search request when finding the existing Observations of a
-    /// batch of groups (`identifier=a,b,c`); 1 searches one by one, as the original.
+    /// batch of groups (`POST Observation/_search` with `identifier=a,b,c`); 1 searches one
+    /// by one with `GET`, as the original.
     pub prefetch_batch: NonZeroUsize,
 }
 
@@ -502,7 +503,7 @@ impl Default for ObservationConfig {
                 time_to_live: Duration::from_secs(3600),
             },
             conflict_retries: 2,
-            prefetch_batch: NonZeroUsize::new(20).unwrap_or(NonZeroUsize::MIN),
+            prefetch_batch: NonZeroUsize::new(50).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }

@@ -280,6 +280,12 @@ impl Respond for Handler {
         let method = request.method.as_str();
         match (method, segments.as_slice()) {
             ("GET", [rtype]) => self.search(&state, rtype, &request.url),
+            ("POST", [rtype, "_search"]) => {
+                let mut url = request.url.clone();
+                url.set_path(&format!("/fhir/{rtype}"));
+                url.set_query(Some(&String::from_utf8_lossy(&request.body)));
+                self.search(&state, rtype, &url)
+            }
             ("GET", [rtype, id]) => match state.resources.get(&(rtype.to_string(), id.to_string()))
             {
                 Some((v, version)) => ResponseTemplate::new(200)

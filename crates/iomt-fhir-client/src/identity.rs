@@ -27,6 +27,7 @@
 
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use iomt_transform::observation::resource_id;
 use iomt_transform::{ObservationGroup, ResolvedIds};
 use moka::sync::Cache;
@@ -54,8 +55,8 @@ pub struct IdentityResolver {
     client: FhirClient,
     mode: IdentityMode,
     device_system: Option<Arc<str>>,
-    devices: Cache<String, Arc<DeviceLink>>,
-    encounters: Cache<String, Arc<str>>,
+    devices: Cache<String, Arc<DeviceLink>, RandomState>,
+    encounters: Cache<String, Arc<str>, RandomState>,
 }
 
 fn not_found(resource_type: &'static str, hint: &'static str) -> FhirClientError {
@@ -80,11 +81,11 @@ impl IdentityResolver {
             devices: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(RandomState::default()),
             encounters: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(RandomState::default()),
         }
     }
 

@@ -29,7 +29,7 @@
 //! # Layout (in the order a group flows through)
 //! * [`config`]: the settings ([`FhirClientConfig`]), strict serde, durations with units,
 //!   secrets by reference ([`secret`]).
-//! * [`auth`] (private): the `Authorization` header: none, static bearer, OAuth2 client
+//! * [`auth`]: the `Authorization` header: none, static bearer, OAuth2 client
 //!   credentials, SMART backend services (`private_key_jwt`, RS384/ES384).
 //! * [`http`]: [`FhirClient`], pooled rustls HTTPS, timeouts, bounded concurrency, retries
 //!   with backoff and `Retry-After`, `OperationOutcome` text in errors.
@@ -66,7 +66,7 @@
 //!   appear only in `debug` events.
 //! * Requests go only to the configured base URL's origin and the token URL.
 
-pub(crate) mod auth;
+pub mod auth;
 pub mod check;
 pub mod config;
 pub mod error;

@@ -5,8 +5,9 @@
 //! 1. **Plan**, per device: find the group's FHIR template, resolve its Device, Patient and
 //!    Encounter ([`IdentityResolver`]), compute its Observation identity (identifier and id).
 //! 2. **Prefetch**: the Observations not in the cache are searched for in batches of
-//!    `observations.prefetch_batch` identifiers per request (`identifier=a,b,c`, results
-//!    filtered for exact matches), instead of one search per group.
+//!    `observations.prefetch_batch` identifiers per request (`POST Observation/_search` with
+//!    `identifier=a,b,c`, results filtered for exact matches), instead of one search per
+//!    group.
 //! 3. **Write**, per device: no Observation ⇒ build it and `PUT Observation/{id}`; one ⇒
 //!    merge the group into it and, if that changed anything, `PUT` it with
 //!    `If-Match: W/"{versionId}"`; unchanged ⇒ no request. A 409 or 412 (or a 404/410 on an
@@ -25,7 +26,9 @@
 //! # Caches
 //! The Observation cache maps an identifier to the resource last read or written (with its
 //! version), so a stream of groups for one hour or day costs one `PUT` each and no search. It is
-//! a hint: a stale entry costs a 412 and a re-read, never a lost update.
+//! a hint: a stale entry costs a 412 and a re-read, never a lost update. One-instant
+//! Observations are not cached (see `remember`): nothing continues them, and a duplicate is
+//! found by the prefetch.
 //!
 //! # Failing fast during outages
 //! Once a request in a `persist` call has failed for a server-wide reason (connection failure,
@@ -44,9 +47,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use chrono::Utc;
+use foldhash::fast::RandomState;
 use iomt_transform::{
     FhirTemplate, FhirTemplates, IdPrecision, MergeOutcome, ObservationGroup, ObservationIdentity,
-    SERVICE_SYSTEM,
+    PeriodInterval, SERVICE_SYSTEM,
 };
 use moka::sync::Cache;
 use serde_json::Value;
@@ -214,7 +218,7 @@ struct Inner {
     client: FhirClient,
     templates: Arc<FhirTemplates>,
     identity: IdentityResolver,
-    observations: Cache<String, Arc<Stored>>,
+    observations: Cache<String, Arc<Stored>, RandomState>,
     precision: IdPrecision,
     conflict_retries: u32,
     prefetch_batch: usize,
@@ -227,7 +231,7 @@ type Slot = (usize, PersistOutcome);
 /// Per-call state shared by the tasks of one `persist` call.
 #[derive(Default)]
 struct CallState {
-    prefetched: Mutex<HashMap<String, Prefetched>>,
+    prefetched: Mutex<HashMap<String, Prefetched, RandomState>>,
     abort: OnceLock<FhirClientError>,
 }
 
@@ -279,7 +283,7 @@ impl Persister {
                 observations: Cache::builder()
                     .max_capacity(cache.capacity.get())
                     .time_to_live(cache.time_to_live)
-                    .build(),
+                    .build_with_hasher(RandomState::default()),
                 precision: config.observations.id_precision,
                 conflict_retries: config.observations.conflict_retries,
                 prefetch_batch: config.observations.prefetch_batch.get(),
@@ -321,13 +325,17 @@ impl Persister {
         let state = Arc::new(CallState::default());
 
         // Phase 1: plan, per device.
-        let mut by_device: HashMap<String, usize> = HashMap::new();
+        let mut by_device: HashMap<String, usize, RandomState> = HashMap::default();
         let mut devices: Vec<Vec<(usize, ObservationGroup)>> = Vec::new();
         for (index, group) in groups.into_iter().enumerate() {
-            let d = *by_device.entry(group.device_id.clone()).or_insert_with(|| {
-                devices.push(Vec::new());
-                devices.len() - 1
-            });
+            let d = match by_device.get(group.device_id.as_str()) {
+                Some(d) => *d,
+                None => {
+                    devices.push(Vec::new());
+                    by_device.insert(group.device_id.clone(), devices.len() - 1);
+                    devices.len() - 1
+                }
+            };
             devices[d].push((index, group));
         }
         let planned: Vec<(Vec<Planned>, Vec<Slot>)> = self
@@ -534,7 +542,7 @@ impl Inner {
                 let count = (2 * chunk.len()).max(10).to_string();
                 let result = inner
                     .client
-                    .search(
+                    .search_post(
                         "Observation",
                         &[("identifier", &tokens.join(",")), ("_count", &count)],
                     )
@@ -637,10 +645,18 @@ impl Inner {
         out
     }
 
-    fn remember(&self, key: &str, stored: Option<Stored>) {
+    /// Caches the copy of `p`'s Observation after a write (or forgets it when there is none).
+    ///
+    /// Observations of one instant (`periodInterval` 0) are not cached: a later group for the
+    /// same instant is a duplicate or a replay, which the batch's prefetch finds anyway, and
+    /// skipping the insert saves a good part of the CPU time spent per such Observation.
+    fn remember(&self, p: &Planned, stored: Option<Stored>) {
+        if p.group.window.interval == PeriodInterval::Single {
+            return;
+        }
         match stored {
-            Some(s) => self.observations.insert(key.to_owned(), Arc::new(s)),
-            None => self.observations.invalidate(key),
+            Some(s) => self.observations.insert(p.key().to_owned(), Arc::new(s)),
+            None => self.observations.invalidate(p.key()),
         }
     }
 
@@ -711,7 +727,7 @@ impl Inner {
                                 .map(|w| {
                                     Counters::inc(&counters.observations_updated);
                                     self.remember(
-                                        p.key(),
+                                        p,
                                         Stored::after_write(&stored.id, w.body, w.version, body),
                                     );
                                     PersistOutcome::Updated {
@@ -758,7 +774,7 @@ impl Inner {
             warn!("an observation create replaced an existing resource (contention)");
         }
         self.remember(
-            p.key(),
+            p,
             Stored::after_write(&p.identity.id, written.body, written.version, sent),
         );
     }
@@ -1020,7 +1036,7 @@ impl Inner {
                         op.body.clone(),
                     ),
                 };
-                self.remember(op.planned.key(), stored);
+                self.remember(&op.planned, stored);
                 let id = op.resource_id;
                 let outcome = if updating {
                     Counters::inc(&counters.observations_updated);

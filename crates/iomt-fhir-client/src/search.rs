@@ -25,6 +25,8 @@ use url::Url;
 use crate::error::{FhirClientError, Interaction, Operation};
 use crate::http::{FhirClient, FhirRequest, parse_json};
 
+const FORM: &str = "application/x-www-form-urlencoded";
+
 /// The most pages read for one search; a server looping its `next` links ends here.
 const MAX_PAGES: usize = 1000;
 
@@ -78,24 +80,57 @@ impl FhirClient {
         resource_type: &'static str,
         params: &[(&str, &str)],
     ) -> Result<Vec<Value>, FhirClientError> {
+        self.search_with(resource_type, params, false).await
+    }
+
+    /// As [`search`](Self::search), but the first page is asked for with
+    /// `POST [base]/{type}/_search` and the parameters in a form body: no URL length limit, for
+    /// searches with many values (`identifier=a,b,c,…`). Later pages follow `next` links.
+    ///
+    /// # Errors
+    /// As [`search`](Self::search).
+    pub async fn search_post(
+        &self,
+        resource_type: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<Value>, FhirClientError> {
+        self.search_with(resource_type, params, true).await
+    }
+
+    async fn search_with(
+        &self,
+        resource_type: &'static str,
+        params: &[(&str, &str)],
+        post: bool,
+    ) -> Result<Vec<Value>, FhirClientError> {
         let operation = Operation::new(Interaction::Search, resource_type);
-        let mut url = self.url(&[resource_type]);
-        {
-            let mut query = url.query_pairs_mut();
-            for (name, value) in params {
-                query.append_pair(name, value);
-            }
-        }
+        let mut form = None;
+        let mut url = if post {
+            let mut body = url::form_urlencoded::Serializer::new(String::new());
+            body.extend_pairs(params.iter());
+            form = Some(bytes::Bytes::from(body.finish()));
+            self.url(&[resource_type, "_search"])
+        } else {
+            let mut url = self.url(&[resource_type]);
+            url.query_pairs_mut().extend_pairs(params.iter());
+            url
+        };
         let mut results = Vec::new();
         let mut total = None;
         let mut seen: Vec<Url> = Vec::new();
         for page in 0..MAX_PAGES {
+            let body = form.take();
             let response = self
                 .execute(FhirRequest {
                     operation,
-                    method: Method::GET,
+                    method: if body.is_some() {
+                        Method::POST
+                    } else {
+                        Method::GET
+                    },
                     url: url.clone(),
-                    body: None,
+                    content_type: FORM,
+                    body,
                     if_match: None,
                     accept: &[],
                     prefer: None,

@@ -2,7 +2,7 @@
 //! concurrency, retries, and errors that say what went wrong.
 //!
 //! # Layers
-//! * [`Core`] sends one logical request: it takes a concurrency permit per attempt, applies the
+//! * `Core` (internal) sends one logical request: it takes a concurrency permit per attempt, applies the
 //!   timeout, retries what [`retry`] says is retryable, and returns any other response as it
 //!   is. Both FHIR requests and token requests go through it, so the token endpoint gets the
 //!   same retry policy.
@@ -21,8 +21,8 @@
 //! * Nothing here logs URLs, bodies or headers: logs carry the operation (`update
 //!   Observation`), status, attempt and delay.
 
-pub(crate) mod outcome;
-pub(crate) mod retry;
+pub mod outcome;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +231,8 @@ pub(crate) struct FhirRequest<'a> {
     pub operation: Operation,
     pub method: Method,
     pub url: Url,
+    /// The body's media type (when there is a body).
+    pub content_type: &'static str,
     pub body: Option<Bytes>,
     pub if_match: Option<&'a str>,
     /// Statuses other than 2xx returned as responses rather than errors (404 for reads).
@@ -329,7 +331,9 @@ impl FhirClient {
                         builder = builder.header("prefer", prefer);
                     }
                     if let Some(body) = &request.body {
-                        builder = builder.header(CONTENT_TYPE, FHIR_JSON).body(body.clone());
+                        builder = builder
+                            .header(CONTENT_TYPE, request.content_type)
+                            .body(body.clone());
                     }
                     builder
                 })
@@ -383,6 +387,7 @@ impl FhirClient {
                 operation,
                 method: Method::GET,
                 url: self.url(&["metadata"]),
+                content_type: FHIR_JSON,
                 body: None,
                 if_match: None,
                 accept: &[],
@@ -407,6 +412,7 @@ impl FhirClient {
                 operation,
                 method: Method::GET,
                 url: self.url(&[resource_type, id]),
+                content_type: FHIR_JSON,
                 body: None,
                 if_match: None,
                 accept: &[404, 410],
@@ -439,6 +445,7 @@ impl FhirClient {
                 operation: Operation::new(Interaction::Update, resource_type),
                 method: Method::PUT,
                 url: self.url(&[resource_type, id]),
+                content_type: FHIR_JSON,
                 body: Some(body),
                 if_match: tag.as_deref(),
                 accept: &[],
@@ -463,6 +470,7 @@ impl FhirClient {
                 operation,
                 method: Method::POST,
                 url: self.inner.base.clone(),
+                content_type: FHIR_JSON,
                 body: Some(bundle),
                 if_match: None,
                 accept: &[],
