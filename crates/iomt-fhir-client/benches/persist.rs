@@ -3,7 +3,9 @@
 //! each spends per Observation.
 //!
 //! Not a timed test: it prints a table. Run it with
-//! `cargo bench -p iomt-fhir-client --bench persist` (`-- --quick` for a short run).
+//! `cargo bench -p iomt-fhir-client --bench persist` (`-- --quick` for a short run; for
+//! profiling one side, `-- --connector-only` or `-- --plain-only`, and `-- --c1` for
+//! concurrency 1 alone).
 //!
 //! # What is compared
 //! * **plain**: a reqwest client (the same version, pool and TLS stack as the connector),

@@ -577,7 +577,8 @@ fn server_errors_and_dropped_connections_are_survived() {
     };
     runtime().block_on(async {
         let mut config = lookup_config(&server);
-        config.retry.max_attempts = std::num::NonZeroU32::new(8).unwrap();
+        // 12 attempts: eight failures in a row (p = 0.35^8 per request) must not fail the test.
+        config.retry.max_attempts = std::num::NonZeroU32::new(12).unwrap();
         let p = Persister::new(&config, templates()).unwrap();
         seed_devices(p.client(), 3).await;
         server
@@ -702,12 +703,14 @@ fn tokens_are_refreshed_before_expiry_and_after_revocation() {
             .await;
         assert_eq!(kinds(&out), ["created"]);
         let stats = server.stats().unwrap();
-        assert_eq!(stats.tokens.issued, 2);
+        // At least one refresh (a slow machine may need another during the first batch).
+        assert!(stats.tokens.issued >= 2, "{stats:?}");
         assert_eq!(
             stats.by_status.get("401"),
             None,
             "refreshed before expiry: {stats:?}"
         );
+        let issued = stats.tokens.issued;
 
         server.revoke_tokens().unwrap();
         let out = p
@@ -715,7 +718,7 @@ fn tokens_are_refreshed_before_expiry_and_after_revocation() {
             .await;
         assert_eq!(kinds(&out), ["created"]);
         let stats = server.stats().unwrap();
-        assert_eq!(stats.tokens.issued, 3);
+        assert!(stats.tokens.issued > issued, "{stats:?}");
         assert_eq!(stats.by_status.get("401"), Some(&1));
     });
 }
