@@ -16,11 +16,13 @@
 
 pub mod dotnet;
 pub mod error;
+pub mod mapping_error;
 pub mod measurement;
 pub mod partition;
 pub mod spanned;
 pub mod timestamp;
 
 pub use error::{ErrorClass, Severity};
+pub use mapping_error::TemplateError;
 pub use measurement::{Measurement, MeasurementProperty, WireFormatError};
 pub use partition::{PartitionKeyError, partition_key};

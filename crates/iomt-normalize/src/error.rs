@@ -5,66 +5,17 @@ use std::fmt;
 
 use iomt_expr::ExprError;
 use iomt_model::ErrorClass;
+pub use iomt_model::TemplateError;
+use iomt_model::mapping_error::render_errors;
 use iomt_model::spanned::Pos;
 use thiserror::Error;
 
-/// One problem in a device mapping file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
-    /// The error class, as the original named it.
-    pub class: ErrorClass,
-    /// What is wrong and what to do, lowercase.
-    pub message: String,
-    /// Where in the file.
-    pub pos: Option<Pos>,
-    /// The index of the template in the collection's `template` array.
-    pub template_index: Option<usize>,
-    /// The template's `typeName`, when it has one.
-    pub type_name: Option<String>,
-    /// The field concerned, as spelled in mapping files (`deviceIdExpression`,
-    /// `values[0].valueName`).
-    pub field: Option<String>,
-}
-
-impl fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut wrote = false;
-        if let Some(index) = self.template_index {
-            write!(f, "template {index}")?;
-            if let Some(name) = &self.type_name {
-                write!(f, " ({name})")?;
-            }
-            wrote = true;
-        }
-        if let Some(field) = &self.field {
-            write!(f, "{}field {field}", if wrote { ", " } else { "" })?;
-            wrote = true;
-        }
-        if let Some(pos) = self.pos {
-            write!(f, "{}{pos}", if wrote { ", " } else { "" })?;
-            wrote = true;
-        }
-        if wrote {
-            f.write_str(": ")?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
 /// A device mapping that failed to load, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("device mapping is invalid ({} error(s)); fix each and load it again:\n{}", .errors.len(), render(.errors))]
+#[error("device mapping is invalid ({} error(s)); fix each and load it again:\n{}", .errors.len(), render_errors(.errors))]
 pub struct DeviceMappingError {
     /// Every problem, in file order.
     pub errors: Vec<TemplateError>,
-}
-
-fn render(errors: &[TemplateError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Which template (and which of its expressions) an error comes from.

@@ -6,6 +6,8 @@
 //! and say what to change.
 
 use iomt_model::ErrorClass;
+pub use iomt_model::TemplateError;
+use iomt_model::mapping_error::render_errors;
 use thiserror::Error;
 
 /// Why an observation group could not be windowed, built or merged.
@@ -189,52 +191,9 @@ mod tests {
     }
 }
 
-/// One problem in a FHIR mapping file (`fhirmapping.json`), with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
-    /// The error class, as the original named it.
-    pub class: ErrorClass,
-    /// What is wrong and what to do, lowercase.
-    pub message: String,
-    /// Where in the file.
-    pub pos: Option<iomt_model::spanned::Pos>,
-    /// The index of the template in the collection's `template` array.
-    pub template_index: Option<usize>,
-    /// The template's `typeName`, when it has one.
-    pub type_name: Option<String>,
-    /// The field concerned, as spelled in mapping files (`periodInterval`,
-    /// `components[0].value.valueType`).
-    pub field: Option<String>,
-}
-
-impl std::fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut wrote = false;
-        if let Some(index) = self.template_index {
-            write!(f, "template {index}")?;
-            if let Some(name) = &self.type_name {
-                write!(f, " ({name})")?;
-            }
-            wrote = true;
-        }
-        if let Some(field) = &self.field {
-            write!(f, "{}field {field}", if wrote { ", " } else { "" })?;
-            wrote = true;
-        }
-        if let Some(pos) = self.pos {
-            write!(f, "{}{pos}", if wrote { ", " } else { "" })?;
-            wrote = true;
-        }
-        if wrote {
-            f.write_str(": ")?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
 /// A FHIR mapping that failed to load, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("fhir mapping is invalid ({} error(s)); fix each and load it again:\n{}", .errors.len(), render(.errors))]
+#[error("fhir mapping is invalid ({} error(s)); fix each and load it again:\n{}", .errors.len(), render_errors(.errors))]
 pub struct FhirMappingError {
     /// Every problem, in file order.
     pub errors: Vec<TemplateError>,
@@ -245,12 +204,4 @@ impl FhirMappingError {
     pub fn class(&self) -> ErrorClass {
         ErrorClass::InvalidTemplateException
     }
-}
-
-fn render(errors: &[TemplateError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
