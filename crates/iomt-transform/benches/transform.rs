@@ -12,6 +12,10 @@
 //! Besides criterion's statistics, each benchmark prints the best and median of 200 timed runs
 //! (the machines are shared; the best run is the closest to an idle core). With
 //! `IOMT_BENCH_PARTS=1` it also times windowing, identity and building separately.
+//!
+//! `examples/profile_transform.rs` runs the same workloads as a plain program, for instruction
+//! counts (valgrind callgrind) and on-CPU time, which the machine's load does not move; see
+//! its docs and `docs/benchmarks.md`.
 
 use std::hint::black_box;
 

@@ -101,6 +101,8 @@ impl Decimal {
         let mut int_digits = 0usize;
         let mut point = false;
         let mut frac_nonzero = false;
+        // The integer part's value while it fits (up to 18 digits, checked below).
+        let mut whole: i64 = 0;
         let bytes = text.as_bytes();
         let mut i = 0;
         while i < bytes.len() && is_white(char::from(bytes[i])) {
@@ -123,6 +125,9 @@ impl Decimal {
                         continue;
                     } else {
                         int_digits += 1;
+                        if int_digits <= 18 {
+                            whole = whole * 10 + i64::from(c - b'0');
+                        }
                     }
                     if n >= buf.len() - 2 {
                         return Decimal::parse(text).map(|d| d.to_json_number());
@@ -168,16 +173,11 @@ impl Decimal {
             // Rare: exact overflow checks and big integers take the general path.
             return Decimal::parse(text).map(|d| d.to_json_number());
         }
-        let int_text = std::str::from_utf8(&buf[..n]).unwrap_or("0");
         if !frac_nonzero {
-            let whole = int_text.split('.').next().unwrap_or("0");
-            let v: i64 = if whole.is_empty() {
-                0
-            } else {
-                whole.parse().ok()?
-            };
-            return Some(Number::from(if negative { -v } else { v }));
+            // A whole number of at most 18 digits: `whole` holds it exactly.
+            return Some(Number::from(if negative { -whole } else { whole }));
         }
+        let int_text = std::str::from_utf8(&buf[..n]).unwrap_or("0");
         let v: f64 = int_text.parse().ok()?;
         Number::from_f64(if negative { -v } else { v })
     }
@@ -315,6 +315,12 @@ mod tests {
             "1.000,5",
             "0x10",
             "99999999999999999999.5",
+            "-123456789012345678",
+            "999999999999999999.000",
+            "1,234",
+            "000123.000",
+            "-0",
+            "+17 ",
         ] {
             assert_eq!(
                 Decimal::parse_json_number(s),

@@ -27,9 +27,11 @@
 //!   *function* stages (pure, parallelizable). The windower owns the measurements it buffers and
 //!   moves them into the groups it releases, so nothing is copied on the hot path.
 //! * A built Observation is a typed struct ([`Observation`]) serialized in FHIR element order
-//!   (the order the original's Firely serializer writes); strings that come from the template
-//!   are shared (`Arc<str>`), dates are formatted while serializing. Merge works on the
-//!   server's JSON ([`serde_json::Value`]) so members this crate does not know survive.
+//!   (the order the original's Firely serializer writes). It borrows its text from the
+//!   template and the group instead of sharing it (no reference counting per measurement),
+//!   and is written as JSON by a direct writer (dates and fixed parts as bytes) that produces
+//!   exactly serde_json's output. Merge works on the server's JSON ([`serde_json::Value`]) so
+//!   members this crate does not know survive.
 //! * Behaviour follows the original (SPEC §5–§8). Every deviation is documented under a
 //!   "Deviation" heading in the module that implements it: [`group::batch`] (grouping key),
 //!   [`decimal`] (number text), [`fhir_template`] loading (stricter validation),

@@ -3,8 +3,10 @@
 //! .NET `DateTime` counts 100 ns ticks; the original's window bounds (`hh:59:59.9999999`),
 //! SampledData slots (`AddMilliseconds`) and period texts (`"o"`) are all tick-exact, so the
 //! arithmetic here is done on `i64` ticks since the Unix epoch and converted back at the edges.
-//! Formatting goes through small `Display` wrappers so that serializing an Observation does not
-//! allocate a `String` per date.
+//! The date formats are written digit by digit into fixed byte arrays (two digits per table
+//! lookup): identifiers and Observation JSON are
+//! built for every measurement, and `chrono`'s formatting machinery costs several times more.
+//! The `Display` wrappers serve the colder paths (merge, tests).
 
 use std::fmt;
 
@@ -35,31 +37,73 @@ pub(crate) fn from_ticks(ticks: i64) -> DateTime<Utc> {
     })
 }
 
-/// Writes `yyyy-MM-ddTHH:mm:ss` (with `sep`) or `yyyyMMddHHmmss` into `buf`, returning the
-/// length. Years outside 0..=9999 (which .NET cannot represent) are clamped.
-fn date_time_bytes(buf: &mut [u8; 40], ts: &DateTime<Utc>, sep: bool) -> usize {
-    let naive = ts.naive_utc();
-    let year = naive.year().clamp(0, 9999) as u32;
-    let parts = [
-        (year / 100, 0u8),
-        (year % 100, b'-'),
-        (naive.month(), b'-'),
-        (naive.day(), b'T'),
-        (naive.hour(), b':'),
-        (naive.minute(), b':'),
-        (naive.second(), 0),
-    ];
-    let mut n = 0;
-    for (i, (value, after)) in parts.iter().enumerate() {
-        buf[n] = b'0' + (value / 10 % 10) as u8;
-        buf[n + 1] = b'0' + (value % 10) as u8;
-        n += 2;
-        if sep && i > 0 && *after != 0 {
-            buf[n] = *after;
-            n += 1;
+/// `"00"` to `"99"`: two digits per table lookup.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// The two digits of `v % 100`.
+fn pair(v: u32) -> [u8; 2] {
+    let i = (v % 100) as usize * 2;
+    [DIGIT_PAIRS[i], DIGIT_PAIRS[i + 1]]
+}
+
+/// A UTC instant's calendar fields, as .NET writes them.
+struct Civil {
+    /// Clamped to 0..=9999 (.NET cannot represent other years).
+    year: u32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+impl Civil {
+    /// The fields of `ts`, read from chrono's packed date (year and ordinal, month and day
+    /// by table) and seconds of the day.
+    fn of(ts: &DateTime<Utc>) -> Civil {
+        let date = ts.date_naive();
+        let of_day = ts.time().num_seconds_from_midnight();
+        Civil {
+            year: date.year().clamp(0, 9999) as u32,
+            month: date.month(),
+            day: date.day(),
+            hour: of_day / 3600,
+            minute: of_day / 60 % 60,
+            second: of_day % 60,
         }
     }
-    n
+
+    /// `yyyy-MM-ddTHH:mm:ss`.
+    fn separated(&self) -> [u8; 19] {
+        let [y1, y2] = pair(self.year / 100);
+        let [y3, y4] = pair(self.year);
+        let [mo1, mo2] = pair(self.month);
+        let [d1, d2] = pair(self.day);
+        let [h1, h2] = pair(self.hour);
+        let [mi1, mi2] = pair(self.minute);
+        let [s1, s2] = pair(self.second);
+        [
+            y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1,
+            s2,
+        ]
+    }
+
+    /// `yyyyMMddHHmmss`.
+    fn compact(&self) -> [u8; 14] {
+        let [y1, y2] = pair(self.year / 100);
+        let [y3, y4] = pair(self.year);
+        let [mo1, mo2] = pair(self.month);
+        let [d1, d2] = pair(self.day);
+        let [h1, h2] = pair(self.hour);
+        let [mi1, mi2] = pair(self.minute);
+        let [s1, s2] = pair(self.second);
+        [y1, y2, y3, y4, mo1, mo2, d1, d2, h1, h2, mi1, mi2, s1, s2]
+    }
 }
 
 /// Seven fraction digits of the tick within the second.
@@ -70,22 +114,30 @@ fn fraction(buf: &mut [u8], mut ticks: u32) {
     }
 }
 
+/// The 100 ns tick within the second (a leap second's extra nanoseconds are capped).
+fn subsec_ticks(ts: &DateTime<Utc>) -> u32 {
+    ts.timestamp_subsec_nanos().min(999_999_999) / 100
+}
+
 /// .NET round-trip format `"o"` of a UTC `DateTime`: `2019-01-01T00:00:00.0000000Z`.
 #[derive(Clone, Copy)]
 pub(crate) struct RoundTrip(pub DateTime<Utc>);
 
+impl RoundTrip {
+    /// The 28 ASCII bytes of the text.
+    pub(crate) fn bytes(self) -> [u8; 28] {
+        let mut buf = [0u8; 28];
+        buf[..19].copy_from_slice(&Civil::of(&self.0).separated());
+        buf[19] = b'.';
+        fraction(&mut buf[20..27], subsec_ticks(&self.0));
+        buf[27] = b'Z';
+        buf
+    }
+}
+
 impl fmt::Display for RoundTrip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 40];
-        let mut n = date_time_bytes(&mut buf, &self.0, true);
-        buf[n] = b'.';
-        fraction(
-            &mut buf[n + 1..n + 8],
-            self.0.timestamp_subsec_nanos().min(999_999_999) / 100,
-        );
-        buf[n + 8] = b'Z';
-        n += 9;
-        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+        f.write_str(std::str::from_utf8(&self.bytes()).unwrap_or_default())
     }
 }
 
@@ -94,11 +146,13 @@ impl fmt::Display for RoundTrip {
 #[derive(Clone, Copy)]
 pub(crate) struct Instant(pub DateTime<Utc>);
 
-impl fmt::Display for Instant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 40];
-        let mut n = date_time_bytes(&mut buf, &self.0, true);
-        let t = self.0.timestamp_subsec_nanos().min(999_999_999) / 100;
+impl Instant {
+    /// The ASCII bytes of the text in a buffer, and how many of them are used.
+    pub(crate) fn bytes(self) -> ([u8; 33], usize) {
+        let mut buf = [0u8; 33];
+        buf[..19].copy_from_slice(&Civil::of(&self.0).separated());
+        let mut n = 19;
+        let t = subsec_ticks(&self.0);
         if t != 0 {
             buf[n] = b'.';
             fraction(&mut buf[n + 1..n + 8], t);
@@ -108,7 +162,13 @@ impl fmt::Display for Instant {
             }
         }
         buf[n..n + 6].copy_from_slice(b"+00:00");
-        n += 6;
+        (buf, n + 6)
+    }
+}
+
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (buf, n) = self.bytes();
         f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
     }
 }
@@ -121,36 +181,27 @@ pub(crate) struct IdToken {
     pub millis: bool,
 }
 
-impl fmt::Display for IdToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 40];
-        let mut n = date_time_bytes(&mut buf, &self.ts, false);
+impl IdToken {
+    /// The ASCII bytes of the token in a buffer, and how many of them are used.
+    pub(crate) fn bytes(self) -> ([u8; 18], usize) {
+        let mut buf = [0u8; 18];
+        buf[..14].copy_from_slice(&Civil::of(&self.ts).compact());
+        let mut n = 14;
         if self.millis {
-            fraction(
-                &mut buf[n..n + 3],
-                self.ts.timestamp_subsec_millis().min(999),
-            );
-            n += 3;
+            let millis = self.ts.timestamp_subsec_millis().min(999);
+            buf[14] = b'0' + (millis / 100) as u8;
+            buf[15..17].copy_from_slice(&pair(millis));
+            n = 17;
         }
         buf[n] = b'Z';
-        f.write_str(std::str::from_utf8(&buf[..=n]).unwrap_or_default())
+        (buf, n + 1)
     }
 }
 
-impl IdToken {
-    /// Appends the token to `out` without going through the formatter.
-    pub(crate) fn push_to(self, out: &mut String) {
-        let mut buf = [0u8; 40];
-        let mut n = date_time_bytes(&mut buf, &self.ts, false);
-        if self.millis {
-            fraction(
-                &mut buf[n..n + 3],
-                self.ts.timestamp_subsec_millis().min(999),
-            );
-            n += 3;
-        }
-        buf[n] = b'Z';
-        out.push_str(std::str::from_utf8(&buf[..=n]).unwrap_or_default());
+impl fmt::Display for IdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (buf, n) = self.bytes();
+        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
     }
 }
 
@@ -172,6 +223,47 @@ mod tests {
         ] {
             assert_eq!(from_ticks(ticks(t(s))), t(s), "{s}");
         }
+    }
+
+    /// The digits agree with chrono's own formatting over the whole range .NET can write
+    /// (a fixed pseudo-random walk, plus the edges), and years outside it are clamped.
+    #[test]
+    fn civil_fields_agree_with_chrono() {
+        let lo = t("0000-01-01T00:00:00Z").timestamp();
+        let hi = t("9999-12-31T23:59:59Z").timestamp();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut secs: Vec<i64> = vec![lo, hi, -1, 0, 951_782_400, 951_868_799, 4_107_542_400];
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            secs.push(lo + (state >> 11) as i64 % (hi - lo + 1));
+        }
+        for s in secs {
+            let ts = DateTime::from_timestamp(s, 0).unwrap();
+            let expected = ts.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string();
+            let c = Civil::of(&ts);
+            assert_eq!(
+                std::str::from_utf8(&c.separated()).unwrap(),
+                expected,
+                "{s}"
+            );
+            let n = ts.naive_utc();
+            assert_eq!(
+                (c.month, c.day, c.hour, c.minute, c.second),
+                (n.month(), n.day(), n.hour(), n.minute(), n.second())
+            );
+        }
+        let far = chrono::NaiveDate::from_ymd_opt(12_000, 6, 15)
+            .and_then(|d| d.and_hms_opt(1, 2, 3))
+            .unwrap()
+            .and_utc();
+        assert_eq!(RoundTrip(far).to_string(), "9999-06-15T01:02:03.0000000Z");
+        let before = DateTime::from_timestamp(lo - 86_400 * 40, 0).unwrap();
+        assert_eq!(
+            RoundTrip(before).to_string(),
+            "0000-11-22T00:00:00.0000000Z"
+        );
     }
 
     #[test]

@@ -94,11 +94,11 @@ impl FhirTemplate for CodeValueFhirTemplate {
             .collect()
     }
 
-    fn create_observation(
-        &self,
-        group: &ObservationGroup,
+    fn create_observation<'a>(
+        &'a self,
+        group: &'a ObservationGroup,
         issued: DateTime<Utc>,
-    ) -> Result<Observation, TransformError> {
+    ) -> Result<Observation<'a>, TransformError> {
         build::create_observation(self, group, issued)
     }
 

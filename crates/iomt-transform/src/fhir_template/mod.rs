@@ -47,16 +47,17 @@ pub trait FhirTemplate: fmt::Debug + Send + Sync + 'static {
     fn value_names(&self) -> Vec<&str>;
 
     /// Builds the Observation for `group` (create path, SPEC §7.2), without identity; add it
-    /// with [`Observation::with_identity`].
+    /// with [`Observation::with_identity`]. The Observation borrows text from the template and
+    /// the group (`'a`): serialize it while both are at hand.
     ///
     /// # Errors
     /// A [`TransformError`] when the group's values do not fit the template (e.g. two values
     /// for a Quantity).
-    fn create_observation(
-        &self,
-        group: &ObservationGroup,
+    fn create_observation<'a>(
+        &'a self,
+        group: &'a ObservationGroup,
         issued: DateTime<Utc>,
-    ) -> Result<Observation, TransformError>;
+    ) -> Result<Observation<'a>, TransformError>;
 
     /// Merges `group` into an Observation read from the server (SPEC §8).
     ///

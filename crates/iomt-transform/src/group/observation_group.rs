@@ -67,28 +67,41 @@ impl ObservationGroup {
     /// `yyyyMMddHHmmssZ.yyyyMMddHHmmssZ` of the window bounds (with `millis`,
     /// `yyyyMMddHHmmssfffZ`), or the correlation id for correlation windows.
     pub fn id_segment(&self, millis: bool) -> String {
-        let mut out = String::with_capacity(40);
+        let mut out = Vec::with_capacity(40);
         self.push_id_segment(&mut out, millis);
-        out
+        // Digits, `Z`, `.` or the correlation id's own (valid) text: always UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Appends [`id_segment`](Self::id_segment) to `out`.
-    pub(crate) fn push_id_segment(&self, out: &mut String, millis: bool) {
+    /// Appends [`id_segment`](Self::id_segment) to `out` as UTF-8 bytes.
+    pub(crate) fn push_id_segment(&self, out: &mut Vec<u8>, millis: bool) {
         if self.window.interval == PeriodInterval::CorrelationId {
-            out.push_str(self.correlation_id.as_deref().unwrap_or_default());
+            out.extend_from_slice(
+                self.correlation_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
             return;
         }
-        IdToken {
+        let (start, n) = IdToken {
             ts: self.window.start,
             millis,
         }
-        .push_to(out);
-        out.push('.');
-        IdToken {
+        .bytes();
+        out.extend_from_slice(&start[..n]);
+        out.push(b'.');
+        if self.window.end == self.window.start {
+            // Instant windows (the most common kind): the same token twice.
+            out.extend_from_slice(&start[..n]);
+            return;
+        }
+        let (end, n) = IdToken {
             ts: self.window.end,
             millis,
         }
-        .push_to(out);
+        .bytes();
+        out.extend_from_slice(&end[..n]);
     }
 
     /// Builds a group from the measurements of one key in `window`, collecting values per
@@ -105,7 +118,6 @@ impl ObservationGroup {
     ) -> Option<Self> {
         let mut kept = measurements.into_iter();
         let first = kept.next()?;
-        let mut properties: Vec<PropertyValues> = Vec::new();
         let Measurement {
             type_name,
             device_id,
@@ -116,7 +128,21 @@ impl ObservationGroup {
             properties: first_props,
             ..
         } = first;
-        collect(&mut properties, occurrence_time_utc, first_props);
+        // The first measurement's property list becomes the group's: `PropertyValues` has the
+        // layout of `MeasurementProperty`, so this collect reuses its allocation in place.
+        let mut properties: Vec<PropertyValues> = first_props
+            .into_iter()
+            .map(|p| PropertyValues {
+                name: p.name,
+                values: vec![TimeValue {
+                    time: occurrence_time_utc,
+                    value: p.value,
+                }],
+            })
+            .collect();
+        if properties.len() > 1 {
+            merge_repeated_names(&mut properties);
+        }
         for m in kept {
             collect(&mut properties, m.occurrence_time_utc, m.properties);
         }
@@ -136,6 +162,24 @@ impl ObservationGroup {
             window,
             properties,
         })
+    }
+}
+
+/// Folds properties repeating an earlier name into the earlier one (values in order), so that
+/// each name appears once, in first-appearance order.
+fn merge_repeated_names(properties: &mut Vec<PropertyValues>) {
+    let mut i = 1;
+    while i < properties.len() {
+        match properties[..i]
+            .iter()
+            .position(|p| p.name == properties[i].name)
+        {
+            Some(earlier) => {
+                let repeated = properties.remove(i);
+                properties[earlier].values.extend(repeated.values);
+            }
+            None => i += 1,
+        }
     }
 }
 
@@ -282,5 +326,59 @@ mod tests {
         assert_eq!(g.id_segment(false), "20200101000000Z.20200101005959Z");
         assert_eq!(g.id_segment(true), "20200101000000000Z.20200101005959999Z");
         assert!(g.values("A").is_none());
+    }
+
+    #[test]
+    fn names_repeated_in_the_first_measurement_are_folded() {
+        let w = Window {
+            start: t("2020-01-01T00:00:00Z"),
+            end: t("2020-01-01T00:59:59.9999999Z"),
+            interval: PeriodInterval::Hourly,
+        };
+        let g = ObservationGroup::from_measurements(
+            w,
+            vec![
+                m(
+                    "2020-01-01T00:02:00Z",
+                    None,
+                    &[("a", "1"), ("b", "x"), ("a", "2"), ("c", "y"), ("b", "z")],
+                ),
+                m("2020-01-01T00:01:00Z", None, &[("a", "0")]),
+            ],
+        )
+        .unwrap();
+        let names: Vec<&str> = g.properties.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let values = |name| -> Vec<&str> {
+            g.values(name)
+                .unwrap()
+                .iter()
+                .map(|v| v.value.as_str())
+                .collect()
+        };
+        assert_eq!(values("a"), ["0", "1"]);
+        assert_eq!(values("b"), ["x"]);
+        assert_eq!(values("c"), ["y"]);
+    }
+
+    #[test]
+    fn instant_and_correlation_segments() {
+        let at = t("2020-01-01T00:00:01.25Z");
+        let single = Window {
+            start: at,
+            end: at,
+            interval: PeriodInterval::Single,
+        };
+        let mut one = m("2020-01-01T00:00:01.25Z", None, &[("a", "1")]);
+        one.correlation_id = Some("corr-7".into());
+        let g = ObservationGroup::from_measurements(single, vec![one.clone()]).unwrap();
+        assert_eq!(g.id_segment(false), "20200101000001Z.20200101000001Z");
+        assert_eq!(g.id_segment(true), "20200101000001250Z.20200101000001250Z");
+        let correlation = Window {
+            interval: PeriodInterval::CorrelationId,
+            ..single
+        };
+        let g = ObservationGroup::from_measurements(correlation, vec![one]).unwrap();
+        assert_eq!(g.id_segment(false), "corr-7");
     }
 }

@@ -144,6 +144,8 @@ pub struct Windower<S> {
     open: usize,
     next_seq: u64,
     buffered: usize,
+    /// Scratch list of the windows a flush releases, kept to reuse its allocation.
+    due: Vec<(u64, usize)>,
 }
 
 impl<S: WindowSpecSource> Windower<S> {
@@ -164,6 +166,7 @@ impl<S: WindowSpecSource> Windower<S> {
             open: 0,
             next_seq: 0,
             buffered: 0,
+            due: Vec::new(),
         }
     }
 
@@ -361,12 +364,14 @@ impl<S: WindowSpecSource> Windower<S> {
         slot
     }
 
-    fn take_window(&mut self, slot: usize) -> Option<ObservationGroup> {
+    /// Releases the window in `slot`. `forget_in_key` removes it from its key's open windows;
+    /// a flush of every window clears those maps wholesale instead.
+    fn take_window(&mut self, slot: usize, forget_in_key: bool) -> Option<ObservationGroup> {
         let w = self.windows[slot].take()?;
         self.free_windows.push(slot);
         self.open = self.open.saturating_sub(1);
         self.buffered = self.buffered.saturating_sub(w.measurements.len());
-        if let Some(k) = self.keys[w.key].as_mut() {
+        if forget_in_key && let Some(k) = self.keys[w.key].as_mut() {
             let window_key = match w.interval {
                 PeriodInterval::CorrelationId => (i64::MIN, PeriodInterval::CorrelationId),
                 interval => (w.start, interval),
@@ -376,9 +381,25 @@ impl<S: WindowSpecSource> Windower<S> {
                 self.idle_keys += 1;
             }
         }
+        let start = match &w.measurements {
+            // An instant window's start is its measurement's time, when that is tick-exact:
+            // no need to rebuild it from ticks.
+            Bucket::One(m)
+                if w.interval == PeriodInterval::Single
+                    && m.occurrence_time_utc.timestamp_subsec_nanos() % 100 == 0
+                    && ticks(m.occurrence_time_utc) == w.start =>
+            {
+                m.occurrence_time_utc
+            }
+            _ => from_ticks(w.start),
+        };
         let window = Window {
-            start: from_ticks(w.start),
-            end: from_ticks(w.end),
+            start,
+            end: if w.end == w.start {
+                start
+            } else {
+                from_ticks(w.end)
+            },
             interval: w.interval,
         };
         match w.measurements {
@@ -440,16 +461,21 @@ impl<S: WindowSpecSource> Windower<S> {
     }
 
     fn flush_below(&mut self, watermark: i64, out: &mut Vec<ObservationGroup>) {
-        let mut due: Vec<(u64, usize)> = Vec::new();
-        if watermark == i64::MAX {
-            // Everything goes: no need to pop in end order.
-            let entries = std::mem::take(&mut self.by_end).into_vec();
-            due.reserve(entries.len());
-            for Reverse(entry) in entries {
-                if self.is_live(entry) {
-                    due.push((entry.1, entry.2));
-                }
-            }
+        // The heap and the scratch list keep their allocations from flush to flush.
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        let everything = watermark == i64::MAX;
+        if everything {
+            // Every open window goes: list them from their slots, no need for the heap's order
+            // (or for telling its stale entries apart).
+            self.by_end.clear();
+            due.reserve(self.open);
+            due.extend(
+                self.windows
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(slot, w)| w.as_ref().map(|w| (w.seq, slot))),
+            );
         }
         while let Some(&Reverse(top)) = self.by_end.peek() {
             if top.0 >= watermark {
@@ -463,11 +489,21 @@ impl<S: WindowSpecSource> Windower<S> {
         self.drop_stale_top();
         due.sort_unstable_by_key(|(seq, _)| *seq);
         out.reserve(due.len());
-        for (_, slot) in due {
-            if let Some(group) = self.take_window(slot) {
+        for &(_, slot) in &due {
+            if let Some(group) = self.take_window(slot, !everything) {
                 out.push(group);
             }
         }
+        if everything {
+            // No window is open any more: every key is idle.
+            for k in self.keys.iter_mut().flatten() {
+                if !k.windows.is_empty() {
+                    k.windows.clear();
+                    self.idle_keys += 1;
+                }
+            }
+        }
+        self.due = due;
         self.sweep_idle_keys();
     }
 }

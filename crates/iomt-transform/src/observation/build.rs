@@ -8,8 +8,6 @@
 //! * `value[x]` only when the template's value has a `valueName` and the group has values for
 //!   it; each component only when the group has values for it.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 
 use super::model::{Component, Observation, ObservationStatus, ServiceCode};
@@ -19,46 +17,42 @@ use crate::fhir_template::CodeValueFhirTemplate;
 use crate::group::ObservationGroup;
 use crate::time::ticks;
 
-pub(crate) fn create_observation(
-    template: &CodeValueFhirTemplate,
-    group: &ObservationGroup,
+pub(crate) fn create_observation<'a>(
+    template: &'a CodeValueFhirTemplate,
+    group: &'a ObservationGroup,
     issued: DateTime<Utc>,
-) -> Result<Observation, TransformError> {
+) -> Result<Observation<'a>, TransformError> {
     let period = (ticks(group.window.start), ticks(group.window.end));
     let value = match &template.value {
-        Some(v) if !v.value_name().trim().is_empty() => match group.values(v.value_name()) {
-            Some(values) => Some(create_value(v, values, period)?),
-            None => None,
-        },
+        Some(v) if !v.value_name().chars().all(char::is_whitespace) => {
+            match group.values(v.value_name()) {
+                Some(values) => Some(create_value(v, values, period)?),
+                None => None,
+            }
+        }
         _ => None,
     };
     let mut components = Vec::new();
     for mapping in &template.components {
         let name = mapping.value.value_name();
         if let Some(values) = group.values(name) {
-            let name: Arc<str> = Arc::from(name);
             components.push(Component {
                 code: ServiceCode {
-                    codes: mapping.codes.clone(),
+                    codes: &mapping.codes,
                     name,
                 },
                 value: create_value(&mapping.value, values, period)?,
             });
         }
     }
-    // The measurement's spelling names the Observation; share the template's text when equal.
-    let name: Arc<str> = if *template.type_name == *group.type_name {
-        template.type_name.clone()
-    } else {
-        Arc::from(group.type_name.as_str())
-    };
     Ok(Observation {
         identity: None,
         status: ObservationStatus::Final,
-        category: template.category.clone(),
+        category: &template.category,
         code: ServiceCode {
-            codes: template.codes.clone(),
-            name,
+            codes: &template.codes,
+            // The measurement's spelling names the Observation.
+            name: &group.type_name,
         },
         effective_start: group.window.start,
         effective_end: group.window.end,

@@ -283,11 +283,10 @@ pub(crate) fn merge_observation(
                 });
             }
             None => {
-                let code_name = std::sync::Arc::from(name);
                 let component = Component {
                     code: ServiceCode {
-                        codes: mapping.codes.clone(),
-                        name: code_name,
+                        codes: &mapping.codes,
+                        name,
                     },
                     value: create_value(&mapping.value, values, merged_period)?,
                 };

@@ -10,6 +10,7 @@
 
 pub(crate) mod build;
 pub mod identity;
+mod json;
 pub(crate) mod merge;
 pub mod model;
 pub(crate) mod value;

@@ -3,9 +3,19 @@
 //! The original serializes with Firely, which writes elements in the order of the FHIR R4
 //! specification and leaves out absent values and empty lists. The types here do the same, so
 //! `serde_json::to_string(&observation)` is byte-comparable with the original's output (after
-//! the `issued` instant). Strings that come from the template are `Arc<str>` (cloning them for
-//! every Observation is a reference-count increment), and dates are formatted while
-//! serializing.
+//! the `issued` instant).
+//!
+//! An Observation *borrows* what comes from its template (codes, category, units) and from its
+//! group (the type name, String values) for the lifetime `'a`, so building one copies no text
+//! and touches no reference count. With shared (`Arc`) strings, the atomic increment and
+//! decrement per string and Observation were about a tenth of the time to window, identify
+//! and build an instant Quantity. Callers serialize the Observation while its template and
+//! group are at hand.
+//!
+//! Dates are formatted while serializing. [`Observation::to_json_bytes`] writes the same bytes
+//! as the `Serialize` impls here without serde's generic machinery (`observation/json.rs`);
+//! the impls remain the reference it is tested against, and give
+//! [`Observation::to_json`].
 
 use std::sync::Arc;
 
@@ -70,30 +80,31 @@ pub struct CodeableConcept {
 
 /// The `code` of an Observation or component: the template's codes followed by the
 /// connector's own coding `{SERVICE_SYSTEM, name, name}`, and `text = name` — how the original
-/// codes them. Both parts are shared, so building a code allocates nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceCode {
+/// codes them. Both parts are borrowed, so building a code copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCode<'a> {
     /// The template's codes.
-    pub codes: Arc<[Coding]>,
+    pub codes: &'a [Coding],
     /// The type name (Observation) or value name (component).
-    pub name: Arc<str>,
+    pub name: &'a str,
 }
 
-impl ServiceCode {
+impl ServiceCode<'_> {
     /// The code as a plain `CodeableConcept`.
     pub fn to_codeable_concept(&self) -> CodeableConcept {
+        let name: Arc<str> = Arc::from(self.name);
         let mut coding = self.codes.to_vec();
-        coding.push(Coding::service(&self.name));
+        coding.push(Coding::service(&name));
         CodeableConcept {
             coding,
-            text: Some(self.name.clone()),
+            text: Some(name),
         }
     }
 }
 
-impl Serialize for ServiceCode {
+impl Serialize for ServiceCode<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Codings<'a>(&'a ServiceCode);
+        struct Codings<'a>(&'a ServiceCode<'a>);
         impl Serialize for Codings<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 #[derive(Serialize)]
@@ -108,50 +119,50 @@ impl Serialize for ServiceCode {
                 }
                 seq.serialize_element(&Service {
                     system: SERVICE_SYSTEM,
-                    code: &self.0.name,
-                    display: &self.0.name,
+                    code: self.0.name,
+                    display: self.0.name,
                 })?;
                 seq.end()
             }
         }
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("coding", &Codings(self))?;
-        map.serialize_entry("text", &*self.name)?;
+        map.serialize_entry("text", self.name)?;
         map.end()
     }
 }
 
-/// A FHIR `Quantity` as the connector writes it.
+/// A FHIR `Quantity` as the connector writes it (units borrowed from the template).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Quantity {
+pub struct Quantity<'a> {
     /// `value`.
     pub value: Number,
     /// `unit`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Arc<str>>,
+    pub unit: Option<&'a str>,
     /// `system`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub system: Option<Arc<str>>,
+    pub system: Option<&'a str>,
     /// `code`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<Arc<str>>,
+    pub code: Option<&'a str>,
 }
 
 /// The `origin` of a SampledData: always zero in the template's unit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Origin {
+pub struct Origin<'a> {
     /// Always `0`.
     pub value: Number,
     /// The template's `unit`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Arc<str>>,
+    pub unit: Option<&'a str>,
 }
 
 /// A FHIR `SampledData` as the connector writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SampledData {
+pub struct SampledData<'a> {
     /// `{value: 0, unit}`.
-    pub origin: Origin,
+    pub origin: Origin<'a>,
     /// The template's `defaultPeriod` (milliseconds).
     pub period: Number,
     /// Always `1`.
@@ -162,18 +173,18 @@ pub struct SampledData {
 
 /// The value of an Observation or component (`value[x]`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum ObservationValue {
+pub enum ObservationValue<'a> {
     /// `valueSampledData`.
-    SampledData(SampledData),
+    SampledData(SampledData<'a>),
     /// `valueQuantity`.
-    Quantity(Quantity),
-    /// `valueString`.
-    String(String),
-    /// `valueCodeableConcept`.
-    CodeableConcept(CodeableConcept),
+    Quantity(Quantity<'a>),
+    /// `valueString`: the group's value text.
+    String(&'a str),
+    /// `valueCodeableConcept`: the template's concept.
+    CodeableConcept(&'a CodeableConcept),
 }
 
-impl ObservationValue {
+impl ObservationValue<'_> {
     /// The JSON member name (`valueQuantity`, …).
     pub fn member(&self) -> &'static str {
         match self {
@@ -189,7 +200,7 @@ impl ObservationValue {
         let result = match self {
             ObservationValue::SampledData(v) => serde_json::to_value(v),
             ObservationValue::Quantity(v) => serde_json::to_value(v),
-            ObservationValue::String(v) => Ok(serde_json::Value::String(v.clone())),
+            ObservationValue::String(v) => Ok(serde_json::Value::String((*v).to_owned())),
             ObservationValue::CodeableConcept(v) => serde_json::to_value(v),
         };
         // Serializing these plain structs into a Value cannot fail.
@@ -208,14 +219,14 @@ impl ObservationValue {
 
 /// An Observation component: `{code, value[x]}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Component {
+pub struct Component<'a> {
     /// The component's code (template codes plus the service coding for the value name).
-    pub code: ServiceCode,
+    pub code: ServiceCode<'a>,
     /// The component's value.
-    pub value: ObservationValue,
+    pub value: ObservationValue<'a>,
 }
 
-impl Serialize for Component {
+impl Serialize for Component<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("code", &self.code)?;
@@ -295,17 +306,18 @@ impl Serialize for Identifiers<'_> {
 /// code, subject, encounter, effectivePeriod, issued, value[x], device, component`. The identity
 /// members (`id`, `identifier`, `subject`, `encounter`, `device`) are present once
 /// [`Observation::with_identity`] was applied; the mapping debugger shows Observations without
-/// them, as the original's does.
+/// them, as the original's does. `'a` is the lifetime of the template and group it was built
+/// from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
+pub struct Observation<'a> {
     /// Identity (id, identifier, references), when resolved.
     pub identity: Option<ObservationIdentity>,
     /// `status`.
     pub status: ObservationStatus,
     /// `category`, from the template (left out when empty).
-    pub category: Arc<[CodeableConcept]>,
+    pub category: &'a [CodeableConcept],
     /// `code`.
-    pub code: ServiceCode,
+    pub code: ServiceCode<'a>,
     /// `effectivePeriod.start`.
     pub effective_start: DateTime<Utc>,
     /// `effectivePeriod.end`.
@@ -313,26 +325,38 @@ pub struct Observation {
     /// `issued`, passed in by the caller.
     pub issued: DateTime<Utc>,
     /// `value[x]`.
-    pub value: Option<ObservationValue>,
+    pub value: Option<ObservationValue<'a>>,
     /// `component`, only those with data (left out when empty).
-    pub components: Vec<Component>,
+    pub components: Vec<Component<'a>>,
 }
 
-impl Observation {
+impl<'a> Observation<'a> {
     /// Adds the identity: `id`, `identifier`, `subject`, `device` and, when resolved,
     /// `encounter`.
-    pub fn with_identity(mut self, identity: ObservationIdentity) -> Observation {
+    pub fn with_identity(mut self, identity: ObservationIdentity) -> Observation<'a> {
         self.identity = Some(identity);
         self
     }
 
     /// The Observation as FHIR JSON text.
     pub fn to_json_string(&self) -> String {
-        String::from_utf8(self.to_json_bytes()).unwrap_or_default()
+        let mut out = String::with_capacity(self.json_len_hint());
+        super::json::write_observation(&mut out, self);
+        out
     }
 
     /// The Observation as FHIR JSON bytes (UTF-8), e.g. for an HTTP request body.
+    ///
+    /// The bytes are those of the `Serialize` impl, written by a direct writer that skips
+    /// serde's generic machinery (this is on the persist path for every Observation).
     pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json_len_hint());
+        super::json::write_observation(&mut out, self);
+        out
+    }
+
+    /// A capacity that holds the JSON without growing: 1 KiB plus the SampledData texts.
+    fn json_len_hint(&self) -> usize {
         let data_len: usize = self
             .components
             .iter()
@@ -343,11 +367,7 @@ impl Observation {
                 _ => 0,
             })
             .sum();
-        let mut out = Vec::with_capacity(1024 + data_len);
-        // Serializing into a Vec cannot fail: every key is a string and no Serialize impl here
-        // returns an error.
-        let _ = serde_json::to_writer(&mut out, self);
-        out
+        1024 + data_len
     }
 
     /// The Observation as a JSON value (members in FHIR order).
@@ -356,7 +376,7 @@ impl Observation {
     }
 }
 
-impl Serialize for Observation {
+impl Serialize for Observation<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("resourceType", "Observation")?;
@@ -366,7 +386,7 @@ impl Serialize for Observation {
         }
         map.serialize_entry("status", &self.status)?;
         if !self.category.is_empty() {
-            map.serialize_entry("category", &*self.category)?;
+            map.serialize_entry("category", self.category)?;
         }
         map.serialize_entry("code", &self.code)?;
         if let Some(id) = &self.identity {

@@ -14,11 +14,11 @@ use crate::time::ticks;
 
 /// Builds `value[x]` from the group's values of the value's property over `period` (ticks,
 /// inclusive): the observation period for SampledData.
-pub(crate) fn create_value(
-    value_type: &FhirValueType,
-    values: &[TimeValue],
+pub(crate) fn create_value<'a>(
+    value_type: &'a FhirValueType,
+    values: &'a [TimeValue],
     period: (i64, i64),
-) -> Result<ObservationValue, TransformError> {
+) -> Result<ObservationValue<'a>, TransformError> {
     match value_type {
         FhirValueType::SampledData(sd) => {
             let ticked: Vec<Tick<'_>> = values
@@ -29,7 +29,7 @@ pub(crate) fn create_value(
             Ok(ObservationValue::SampledData(SampledData {
                 origin: Origin {
                     value: serde_json::Number::from(0u64),
-                    unit: sd.unit.clone(),
+                    unit: sd.unit.as_deref(),
                 },
                 period: sd.period_number.clone(),
                 dimensions: 1,
@@ -51,9 +51,9 @@ pub(crate) fn create_value(
             })?;
             Ok(ObservationValue::Quantity(Quantity {
                 value,
-                unit: q.unit.clone(),
-                system: q.system.clone(),
-                code: q.code.clone(),
+                unit: q.unit.as_deref(),
+                system: q.system.as_deref(),
+                code: q.code.as_deref(),
             }))
         }
         FhirValueType::String(s) => {
@@ -63,11 +63,9 @@ pub(crate) fn create_value(
                     count: values.len(),
                 });
             };
-            Ok(ObservationValue::String(only.value.clone()))
+            Ok(ObservationValue::String(&only.value))
         }
-        FhirValueType::CodeableConcept(c) => {
-            Ok(ObservationValue::CodeableConcept(c.concept.clone()))
-        }
+        FhirValueType::CodeableConcept(c) => Ok(ObservationValue::CodeableConcept(&c.concept)),
     }
 }
 
