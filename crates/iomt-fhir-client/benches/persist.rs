@@ -5,7 +5,9 @@
 //! Not a timed test: it prints a table. Run it with
 //! `cargo bench -p iomt-fhir-client --bench persist` (`-- --quick` for a short run; for
 //! profiling one side, `-- --connector-only` or `-- --plain-only`, and `-- --c1` for
-//! concurrency 1 alone).
+//! concurrency 1 alone; `-- --prefetch-batch N` sets `observations.prefetch_batch`,
+//! `-- --rounds N` and `-- --per-run N` the runs per side and Observations per run: under
+//! callgrind, two runs differing only in `--per-run` give the instructions per Observation).
 //!
 //! # What is compared
 //! * **plain**: a reqwest client (the same version, pool and TLS stack as the connector),
@@ -20,9 +22,15 @@
 //!
 //! Both sides create new Observations on an emptied server (the server is reset and the devices
 //! seeded again before every run, untimed), alternating plain and connector
-//! concurrency level five times (twice with `--quick`); the best run of each is shown, which filters out
-//! moments when other work on the machine took the CPU. CPU time is this process's (user +
-//! system): the server is another process.
+//! concurrency level five times (twice with `--quick`), which side goes first alternating; the
+//! best run of each is shown, which filters out moments when other work on the machine took
+//! the CPU, and so is the median of the rounds' own ratios (`paired`: each round's connector
+//! rate over the plain rate measured right before or after it), which is steadier when the
+//! machine is shared. CPU time is this process's (user +
+//! system); the server's CPU time per Observation (its threads' on-CPU time from
+//! `/proc/<pid>/task/*/schedstat`, Linux only) is shown too: when the server is the bottleneck,
+//! work the connector asks of it besides the PUTs (the lookup searches) is what lowers the
+//! ratio.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -58,7 +66,37 @@ const BATCH: usize = 1000;
 struct Run {
     rate: f64,
     cpu_us: f64,
+    server_cpu_us: f64,
     requests_per_obs: f64,
+}
+
+impl Run {
+    fn none() -> Run {
+        Run {
+            rate: f64::NAN,
+            cpu_us: f64::NAN,
+            server_cpu_us: f64::NAN,
+            requests_per_obs: f64::NAN,
+        }
+    }
+}
+
+/// The on-CPU time of every thread of process `pid` so far (Linux; `None` elsewhere).
+fn server_cpu(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Server CPU µs per Observation since `before`.
+fn server_us_since(server: &FhirServer, before: Option<Duration>, n: f64) -> f64 {
+    match (before, server_cpu(server.pid())) {
+        (Some(b), Some(a)) => a.saturating_sub(b).as_secs_f64() * 1e6 / n,
+        _ => f64::NAN,
+    }
 }
 
 fn main() {
@@ -66,8 +104,8 @@ fn main() {
     // For profiling one side alone (`perf record … persist-* --connector-only`).
     let connector_only = std::env::args().any(|a| a == "--connector-only");
     let plain_only = std::env::args().any(|a| a == "--plain-only");
-    let rounds = if quick { 2 } else { 5 };
-    let per_run: usize = if quick { 600 } else { 2000 };
+    let rounds = flag_value("--rounds").unwrap_or(if quick { 2 } else { 5 });
+    let per_run: usize = flag_value("--per-run").unwrap_or(if quick { 600 } else { 2000 });
     let levels: &[usize] = if std::env::args().any(|a| a == "--c1") {
         &[1]
     } else {
@@ -92,62 +130,88 @@ fn main() {
          client-credentials auth; best of {rounds} runs per side"
     );
     println!(
-        "{:>11} | {:>13} | {:>13} | {:>6} | {:>15} | {:>15} | {:>13}",
+        "{:>11} | {:>11} | {:>15} | {:>5} | {:>7} | {:>16} | {:>16} | {:>16} | {:>16} | {:>13}",
         "concurrency",
         "plain obs/s",
         "connector obs/s",
         "ratio",
+        "paired",
         "plain CPU µs/obs",
         "conn. CPU µs/obs",
+        "plain srv µs/obs",
+        "conn. srv µs/obs",
         "conn. req/obs"
     );
     let mut offset = 0i64;
     for &concurrency in levels {
         let mut plain_best: Option<Run> = None;
         let mut conn_best: Option<Run> = None;
-        for _ in 0..rounds {
+        let mut paired: Vec<f64> = Vec::new();
+        for round in 0..rounds {
             offset += 1;
             let groups = groups(base + TimeDelta::days(offset), per_run);
-            let plain = if connector_only {
-                Run {
-                    rate: f64::NAN,
-                    cpu_us: f64::NAN,
-                    requests_per_obs: 1.0,
+            let run_plain = |groups: &[ObservationGroup]| {
+                if connector_only {
+                    Run::none()
+                } else {
+                    runtime.block_on(plain_run(&server, &templates, groups, concurrency))
                 }
-            } else {
-                runtime.block_on(plain_run(&server, &templates, &groups, concurrency))
             };
-            let conn = if plain_only {
-                Run {
-                    rate: f64::NAN,
-                    cpu_us: f64::NAN,
-                    requests_per_obs: f64::NAN,
+            let run_connector = |groups: Vec<ObservationGroup>| {
+                if plain_only {
+                    Run::none()
+                } else {
+                    runtime.block_on(connector_run(&server, &templates, groups, concurrency))
                 }
-            } else {
-                runtime.block_on(connector_run(&server, &templates, groups, concurrency))
             };
+            // Alternate which side goes first, so a drift in the machine's load favours
+            // neither.
+            let (plain, conn) = if round % 2 == 0 {
+                let plain = run_plain(&groups);
+                (plain, run_connector(groups))
+            } else {
+                let conn = run_connector(groups.clone());
+                (run_plain(&groups), conn)
+            };
+            paired.push(conn.rate / plain.rate);
             if plain_best
                 .as_ref()
                 .is_none_or(|b| plain.rate.total_cmp(&b.rate).is_gt())
             {
                 plain_best = Some(plain);
             }
-            if conn_best.as_ref().is_none_or(|b| conn.rate > b.rate) {
+            if conn_best
+                .as_ref()
+                .is_none_or(|b| conn.rate.total_cmp(&b.rate).is_gt())
+            {
                 conn_best = Some(conn);
             }
         }
         let (plain, conn) = (plain_best.unwrap(), conn_best.unwrap());
+        paired.sort_by(f64::total_cmp);
+        let median = paired[paired.len() / 2];
         println!(
-            "{:>11} | {:>13.0} | {:>15.0} | {:>5.0}% | {:>16.1} | {:>16.1} | {:>13.3}",
+            "{:>11} | {:>11.0} | {:>15.0} | {:>4.0}% | {:>6.0}% | {:>16.1} | {:>16.1} | {:>16.1} | {:>16.1} | {:>13.3}",
             concurrency,
             plain.rate,
             conn.rate,
             100.0 * conn.rate / plain.rate,
+            100.0 * median,
             plain.cpu_us,
             conn.cpu_us,
+            plain.server_cpu_us,
+            conn.server_cpu_us,
             conn.requests_per_obs,
         );
     }
+}
+
+/// The number after `name` on the command line (`--prefetch-batch 100`: lookup searches of
+/// that many identifiers instead of the default, to see the trade-off).
+fn flag_value(name: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -250,6 +314,7 @@ async fn plain_run(
         .build()
         .unwrap();
     let next = Arc::new(AtomicUsize::new(0));
+    let server_before = server_cpu(server.pid());
     let cpu = ProcessTime::now();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -287,6 +352,7 @@ async fn plain_run(
     Run {
         rate: n / elapsed.as_secs_f64(),
         cpu_us: cpu.as_secs_f64() * 1e6 / n,
+        server_cpu_us: server_us_since(server, server_before, n),
         requests_per_obs: 1.0,
     }
 }
@@ -297,7 +363,12 @@ async fn connector_run(
     groups: Vec<ObservationGroup>,
     concurrency: usize,
 ) -> Run {
-    let persister = Persister::new(&config(server, concurrency), templates.clone()).unwrap();
+    let mut config = config(server, concurrency);
+    if let Some(n) = flag_value("--prefetch-batch") {
+        config.observations.prefetch_batch =
+            NonZeroUsize::new(n).expect("--prefetch-batch N, N > 0");
+    }
+    let persister = Persister::new(&config, templates.clone()).unwrap();
     reset_and_seed(server, persister.client()).await;
     // Warm-up (untimed): resolve every device once, as a running service has.
     let warm: Vec<ObservationGroup> = (0..DEVICES)
@@ -313,6 +384,7 @@ async fn connector_run(
     assert!(warmed.iter().all(|o| o.failure().is_none()));
     let before = persister.counters();
     let n = groups.len() as f64;
+    let server_before = server_cpu(server.pid());
     let cpu = ProcessTime::now();
     let started = Instant::now();
     let mut rest = groups.into_iter().peekable();
@@ -331,6 +403,7 @@ async fn connector_run(
     Run {
         rate: n / elapsed.as_secs_f64(),
         cpu_us: cpu.as_secs_f64() * 1e6 / n,
+        server_cpu_us: server_us_since(server, server_before, n),
         requests_per_obs: (after.requests - before.requests) as f64 / n,
     }
 }

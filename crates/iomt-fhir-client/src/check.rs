@@ -6,8 +6,10 @@
 //! 1. **configuration**: [`FhirClientConfig::validate`], every problem with its path;
 //! 2. **secrets**: the client secret, token or key can be read (and the key signs); a secret
 //!    written inline in the configuration is a warning;
-//! 3. **transport security**: a token sent over plain `http` to a non-loopback host is a
-//!    warning;
+//! 3. **transport security**: the TLS files (`http.tls`: extra CAs, client certificate and
+//!    key) can be read and parsed; a token sent over plain `http` to a non-loopback host is a
+//!    warning. A failed handshake later says why (an untrusted internal CA points at
+//!    `http.tls.ca_files`);
 //! 4. **dns**: the FHIR and token hosts resolve;
 //! 5. **token**: the token endpoint issues a token (`invalid_client` → the id or secret is
 //!    wrong, …);
@@ -20,16 +22,17 @@
 //! 9. **authorized search**: a Device and an Observation search with the token succeed (the
 //!    capability statement is often public, so this is where 401/403 shows).
 //!
-//! The lead wires this into the `iomt check` command: print [`CheckReport`] (its `Display` is
-//! the checklist) and exit non-zero when [`CheckReport::is_ok`] is false.
+//! The `iomt check` command prints [`CheckReport`] (its `Display` is the checklist) and exits
+//! non-zero when [`CheckReport::is_ok`] is false.
 
 use std::fmt;
 
 use serde_json::Value;
 
-use crate::config::{AuthConfig, FhirClientConfig, IdentityMode};
+use crate::config::{AuthConfig, FhirClientConfig, IdentityMode, TlsConfig};
 use crate::error::{ConnectFailure, FhirClientError, Interaction, Operation};
 use crate::http::FhirClient;
+use crate::secret::SecretSource;
 
 /// What a check looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,26 +181,34 @@ pub async fn run_checks(config: &FhirClientConfig) -> CheckReport {
     }
     report.push(Check::Configuration, Status::Pass, "valid");
 
-    // Secrets and keys.
-    let client = match FhirClient::new(config) {
-        Ok(client) => client,
-        Err(e) => {
+    // Secrets and keys, then the TLS files (read in that order when the client is built).
+    let client = FhirClient::new(config);
+    match &client {
+        Err(e @ FhirClientError::Secret { .. }) | Err(e @ FhirClientError::PrivateKey { .. }) => {
             report.push(Check::Secrets, Status::Fail, e.to_string());
             report.skip_rest(&AFTER_CONFIG[1..]);
             return report;
         }
-    };
-    match inline_secret(&config.auth) {
-        Some(setting) => report.push(
-            Check::Secrets,
-            Status::Warn,
-            format!("{setting} is written in the configuration; use {{env: NAME}} or {{file: PATH}} outside tests"),
-        ),
-        None if matches!(config.auth, AuthConfig::None) => {
-            report.push(Check::Secrets, Status::Pass, "none needed (auth type none)")
-        }
-        None => report.push(Check::Secrets, Status::Pass, "read"),
+        _ => match inline_secret(config) {
+            Some(setting) => report.push(
+                Check::Secrets,
+                Status::Warn,
+                format!("{setting} is written in the configuration; use {{env: NAME}} or {{file: PATH}} outside tests"),
+            ),
+            None if matches!(config.auth, AuthConfig::None) && config.http.tls.client_key.is_none() => {
+                report.push(Check::Secrets, Status::Pass, "none needed (auth type none)")
+            }
+            None => report.push(Check::Secrets, Status::Pass, "read"),
+        },
     }
+    let client = match client {
+        Ok(client) => client,
+        Err(e) => {
+            report.push(Check::TransportSecurity, Status::Fail, e.to_string());
+            report.skip_rest(&AFTER_CONFIG[2..]);
+            return report;
+        }
+    };
 
     // Transport security.
     let base = client.base_url().clone();
@@ -217,7 +228,11 @@ pub async fn run_checks(config: &FhirClientConfig) -> CheckReport {
             ),
         );
     } else {
-        report.push(Check::TransportSecurity, Status::Pass, "https, or loopback");
+        report.push(
+            Check::TransportSecurity,
+            Status::Pass,
+            tls_summary(&config.http.tls, &base),
+        );
     }
 
     // DNS.
@@ -519,8 +534,41 @@ fn interaction_findings(statement: &Value, config: &FhirClientConfig) -> Vec<(St
     findings
 }
 
-fn inline_secret(auth: &AuthConfig) -> Option<&'static str> {
-    match auth {
+fn tls_summary(tls: &TlsConfig, base: &url::Url) -> String {
+    let mut text = if base.scheme() == "https" {
+        "https".to_owned()
+    } else {
+        "plain http to loopback, or no credentials sent".to_owned()
+    };
+    if !tls.ca_files.is_empty() {
+        let n = tls.ca_files.len();
+        text.push_str(&format!(
+            "; trusting the CA certificates of {n} file{} (http.tls.ca_files){}",
+            if n == 1 { "" } else { "s" },
+            if tls.system_roots {
+                " besides the system's"
+            } else {
+                " only"
+            }
+        ));
+    }
+    if tls.client_certificate.is_some() {
+        text.push_str("; client certificate configured (mutual tls)");
+    }
+    text
+}
+
+fn inline_secret(config: &FhirClientConfig) -> Option<&'static str> {
+    if config
+        .http
+        .tls
+        .client_key
+        .as_ref()
+        .is_some_and(SecretSource::is_inline)
+    {
+        return Some("http.tls.client_key");
+    }
+    match &config.auth {
         AuthConfig::Bearer { token } if token.is_inline() => Some("auth.token"),
         AuthConfig::ClientCredentials { client_secret, .. } if client_secret.is_inline() => {
             Some("auth.client_secret")
@@ -549,20 +597,49 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-fn transport_words(failure: ConnectFailure, what: &str) -> String {
+fn transport_words(failure: ConnectFailure, detail: &str, what: &str) -> String {
     match failure {
-        ConnectFailure::Dns => format!("cannot resolve the host of {what}: check it for typos"),
+        ConnectFailure::Dns => {
+            format!("cannot connect to {what}: cannot resolve its host name; check it for typos")
+        }
         ConnectFailure::Refused => format!(
-            "connection refused: nothing listens at the host and port of {what}; check the port and that the server runs"
+            "cannot connect to {what}: connection refused, nothing listens at its host and port; check the port and that the server runs"
         ),
-        ConnectFailure::Tls => format!(
-            "the tls handshake with {what} failed: its certificate is not trusted by this machine or does not match the host name (or the port speaks plain http: use http://)"
-        ),
+        ConnectFailure::Tls => tls_words(detail, what),
         ConnectFailure::Closed => format!(
             "{what} closed the connection without answering (a plain-http port addressed with https://, or a proxy cutting the connection?)"
         ),
-        ConnectFailure::Other => format!("cannot connect to {what}"),
+        ConnectFailure::Other => format!("cannot connect to {what} ({detail})"),
     }
+}
+
+/// A failed TLS handshake in plain words, from the verifier's complaint in `detail`.
+fn tls_words(detail: &str, what: &str) -> String {
+    let lower = detail.to_ascii_lowercase();
+    let cause = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        "the server's certificate is issued by a certificate authority this machine does not trust: if it is an internal (hospital) CA, add its certificate (PEM) to http.tls.ca_files"
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the server's certificate is not issued for the host name in the url: use the host name the certificate names, or have the certificate reissued"
+    } else if lower.contains("expired") {
+        "the server's certificate has expired (or this machine's clock is wrong)"
+    } else if lower.contains("notvalidyet") {
+        "the server's certificate is not valid yet (or this machine's clock is wrong)"
+    } else if lower.contains("revoked") {
+        "the server's certificate is revoked"
+    } else if lower.contains("certificaterequired") || lower.contains("certificate required") {
+        "the server requires a client certificate (mutual tls): set http.tls.client_certificate and http.tls.client_key"
+    } else if lower.contains("badcertificate")
+        || lower.contains("bad certificate")
+        || lower.contains("unknownca")
+        || lower.contains("unknown ca")
+    {
+        "the server refused the client certificate: check http.tls.client_certificate and http.tls.client_key, and that the server trusts their CA"
+    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        "the port does not speak tls: if the server uses plain http, write http:// in the url"
+    } else {
+        "its certificate is not trusted by this machine or does not match the host name (or the port speaks plain http: use http://); add an internal CA to http.tls.ca_files"
+    };
+    format!("cannot connect to {what}: the tls handshake failed: {cause} ({detail})")
 }
 
 fn explain_token_failure(error: &FhirClientError) -> String {
@@ -578,7 +655,7 @@ fn explain_token_failure(error: &FhirClientError) -> String {
                 .unwrap_or_default();
             match code.as_deref() {
                 Some("invalid_client") | Some("unauthorized_client") => format!(
-                    "the token endpoint rejected the client (http {status}, {}){detail}: check auth.client_id and the client secret, or the key registered for the client",
+                    "the token endpoint rejected the client's credentials (http {status}, {}){detail}: check auth.client_id and the client secret, or the key registered for the client",
                     code.as_deref().unwrap_or_default()
                 ),
                 Some("invalid_scope") => format!(
@@ -598,7 +675,9 @@ fn explain_token_failure(error: &FhirClientError) -> String {
                 ),
             }
         }
-        FhirClientError::Connection { failure, .. } => transport_words(*failure, "auth.token_url"),
+        FhirClientError::Connection {
+            failure, detail, ..
+        } => transport_words(*failure, detail, "auth.token_url"),
         FhirClientError::Timeout { timeout, .. } => format!(
             "the token endpoint did not answer within {}: check auth.token_url and the network path",
             humantime::format_duration(*timeout)
@@ -609,7 +688,9 @@ fn explain_token_failure(error: &FhirClientError) -> String {
 
 fn explain_fhir_failure(error: &FhirClientError, auth: &AuthConfig, what: &str) -> String {
     match error {
-        FhirClientError::Connection { failure, .. } => transport_words(*failure, what),
+        FhirClientError::Connection {
+            failure, detail, ..
+        } => transport_words(*failure, detail, what),
         FhirClientError::Timeout { timeout, .. } => format!(
             "the fhir server did not answer within {}: check {what} and the network path, or raise http.request_timeout",
             humantime::format_duration(*timeout)
@@ -711,10 +792,34 @@ mod tests {
         assert_eq!(finding.status, Status::Fail);
         assert!(
             finding.message.starts_with(
-                "connection refused: nothing listens at the host and port of base_url"
+                "cannot connect to base_url: connection refused, nothing listens at its host and port"
             ),
             "{}",
             finding.message
+        );
+    }
+
+    #[test]
+    fn tls_failures_in_plain_words() {
+        let words = |detail: &str| tls_words(detail, "base_url");
+        assert!(
+            words("client error (Connect): invalid peer certificate: UnknownIssuer")
+                .contains("add its certificate (PEM) to http.tls.ca_files")
+        );
+        assert!(
+            words("invalid peer certificate: NotValidForName")
+                .contains("not issued for the host name")
+        );
+        assert!(
+            words("received fatal alert: CertificateRequired")
+                .contains("set http.tls.client_certificate and http.tls.client_key")
+        );
+        assert!(
+            words("received corrupt message of type InvalidContentType").contains("write http://")
+        );
+        assert!(
+            words("something new")
+                .starts_with("cannot connect to base_url: the tls handshake failed")
         );
     }
 
@@ -723,6 +828,8 @@ mod tests {
         let auth = AuthConfig::Bearer {
             token: crate::secret::SecretSource::Value(crate::secret::Secret::new("s3cr3t")),
         };
-        assert_eq!(inline_secret(&auth), Some("auth.token"));
+        let mut config = FhirClientConfig::new("https://x/fhir");
+        config.auth = auth;
+        assert_eq!(inline_secret(&config), Some("auth.token"));
     }
 }

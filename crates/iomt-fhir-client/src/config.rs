@@ -21,7 +21,14 @@
 //!   client_id: 7f1c…
 //!   client_secret: { env: IOMT_FHIR_CLIENT_SECRET }
 //!   scope: https://example.fhir.azurehealthcareapis.com/.default
-//! http: { connect_timeout: 10s, request_timeout: 30s, max_concurrency: 16 }
+//! http:
+//!   connect_timeout: 10s
+//!   request_timeout: 30s
+//!   max_concurrency: 16
+//!   tls:                        # hospital-internal PKI and mutual TLS (all optional)
+//!     ca_files: [/etc/iomt/hospital-root-ca.pem]
+//!     client_certificate: /etc/iomt/iomt-client.pem
+//!     client_key: { file: /etc/iomt/iomt-client-key.pem }
 //! retry: { max_attempts: 5, initial_backoff: 200ms, max_backoff: 10s, max_retry_after: 60s }
 //! identity:
 //!   mode: lookup                # create | lookup_with_encounter
@@ -37,6 +44,7 @@
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use iomt_transform::IdPrecision;
@@ -163,6 +171,7 @@ impl FhirClientConfig {
         if self.http.connect_timeout.is_zero() {
             err("http.connect_timeout", "must be greater than zero");
         }
+        self.http.tls.validate(&mut err);
         if self.retry.initial_backoff.is_zero() {
             err("retry.initial_backoff", "must be greater than zero");
         }
@@ -335,6 +344,9 @@ pub struct HttpConfig {
     /// Idle connections are closed after this long.
     #[serde(with = "duration")]
     pub pool_idle_timeout: Duration,
+    /// Which certificates are trusted, and the client certificate for mutual TLS.
+    #[serde(skip_serializing_if = "TlsConfig::is_default")]
+    pub tls: TlsConfig,
 }
 
 impl Default for HttpConfig {
@@ -345,6 +357,83 @@ impl Default for HttpConfig {
             max_concurrency: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
             pool_max_idle_per_host: 64,
             pool_idle_timeout: Duration::from_secs(90),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// TLS trust and client certificates, for servers behind a hospital-internal certificate
+/// authority and for servers that require mutual TLS. Applies to every `https` connection the
+/// client opens: the FHIR server and the token endpoint.
+///
+/// Files are read when the client is built ([`crate::FhirClient::new`]), never during
+/// validation; an unreadable or malformed file is [`crate::FhirClientError::Tls`], naming the
+/// setting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM files of CA certificates to trust (each may hold several `CERTIFICATE` blocks), in
+    /// addition to the system's trusted CAs unless `system_roots` is false.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ca_files: Vec<PathBuf>,
+    /// Whether the system's trusted CAs are trusted too (default true); false trusts only
+    /// `ca_files`, e.g. to pin a hospital's private root.
+    pub system_roots: bool,
+    /// The client certificate for mutual TLS: a PEM file with the certificate, then any
+    /// intermediate certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC), where it is
+    /// kept like any other secret (`{file: …}`, `{env: …}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretSource>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_files: Vec::new(),
+            system_roots: true,
+            client_certificate: None,
+            client_key: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    fn is_default(&self) -> bool {
+        *self == TlsConfig::default()
+    }
+
+    fn validate(&self, err: &mut impl FnMut(&str, &str)) {
+        for (i, path) in self.ca_files.iter().enumerate() {
+            if path.as_os_str().is_empty() {
+                err(
+                    &format!("http.tls.ca_files[{i}]"),
+                    "must not be empty: give the path of a PEM file",
+                );
+            }
+        }
+        if !self.system_roots && self.ca_files.is_empty() {
+            err(
+                "http.tls.system_roots",
+                "false needs http.tls.ca_files: with neither, no server certificate is trusted",
+            );
+        }
+        match (&self.client_certificate, &self.client_key) {
+            (Some(path), _) if path.as_os_str().is_empty() => err(
+                "http.tls.client_certificate",
+                "must not be empty: give the path of a PEM file",
+            ),
+            (Some(_), None) => err(
+                "http.tls.client_key",
+                "is needed with http.tls.client_certificate: give the certificate's private key",
+            ),
+            (None, Some(_)) => err(
+                "http.tls.client_certificate",
+                "is needed with http.tls.client_key: give the certificate (PEM) the key belongs to",
+            ),
+            _ => {}
         }
     }
 }
@@ -726,6 +815,68 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn tls_settings_read_and_validated() {
+        let c: FhirClientConfig = serde_json::from_str(
+            r#"{"base_url": "https://fhir.hospital.internal/R4", "http": {"tls": {
+                "ca_files": ["/etc/iomt/root-ca.pem", "/etc/iomt/issuing-ca.pem"],
+                "client_certificate": "/etc/iomt/client.pem",
+                "client_key": {"file": "/etc/iomt/client-key.pem"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(
+            c.http.tls.system_roots,
+            "system roots stay trusted by default"
+        );
+        assert_eq!(c.http.tls.ca_files.len(), 2);
+        let back: FhirClientConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // The default is left out when written back.
+        let plain = serde_json::to_value(FhirClientConfig::new("https://x")).unwrap();
+        assert!(plain["http"].get("tls").is_none(), "{plain}");
+
+        let mut bad = FhirClientConfig::new("https://x");
+        bad.http.tls.system_roots = false;
+        bad.http.tls.client_key = Some(SecretSource::Env("KEY".into()));
+        bad.http.tls.ca_files = vec![PathBuf::new()];
+        let errors: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "http.tls.ca_files[0]: must not be empty: give the path of a PEM file",
+                "http.tls.client_certificate: is needed with http.tls.client_key: give the certificate (PEM) the key belongs to",
+            ]
+        );
+        bad.http.tls.ca_files.clear();
+        bad.http.tls.client_key = None;
+        bad.http.tls.client_certificate = Some("/etc/iomt/client.pem".into());
+        let errors: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "http.tls.system_roots: false needs http.tls.ca_files: with neither, no server certificate is trusted",
+                "http.tls.client_key: is needed with http.tls.client_certificate: give the certificate's private key",
+            ]
+        );
+        let e = serde_json::from_str::<FhirClientConfig>(
+            r#"{"base_url":"https://x","http":{"tls":{"ca_file":"/x"}}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `ca_file`"), "{e}");
     }
 
     #[test]

@@ -188,6 +188,14 @@ pub enum FhirClientError {
         /// The parser's or signer's complaint.
         reason: String,
     },
+    /// A TLS file (a CA certificate, the client certificate or its key) cannot be used.
+    #[error("cannot use {setting}: {reason}")]
+    Tls {
+        /// The setting and its file, e.g. `http.tls.ca_files[0] (/etc/iomt/ca.pem)`.
+        setting: String,
+        /// What is wrong and what to give instead.
+        reason: String,
+    },
     /// The HTTP client could not be built (TLS roots, …).
     #[error("cannot build the http client: {reason}")]
     HttpClient {
@@ -392,6 +400,7 @@ impl FhirClientError {
             | FhirClientError::Config { .. }
             | FhirClientError::Secret { .. }
             | FhirClientError::PrivateKey { .. }
+            | FhirClientError::Tls { .. }
             | FhirClientError::Transform(_) => ErrorDomain::User,
             FhirClientError::HttpClient { .. } => ErrorDomain::Internal,
             _ => ErrorDomain::External,
@@ -407,6 +416,7 @@ impl FhirClientError {
             FhirClientError::Config { .. }
                 | FhirClientError::Secret { .. }
                 | FhirClientError::PrivateKey { .. }
+                | FhirClientError::Tls { .. }
                 | FhirClientError::HttpClient { .. }
                 | FhirClientError::Unauthorized { .. }
                 | FhirClientError::Forbidden { .. }

@@ -29,6 +29,8 @@ pub(crate) struct State {
     pub omit_next: bool,
     /// Put `next` links on another origin.
     pub foreign_next: bool,
+    /// Answer a `POST …/_search` whose (form-encoded) body contains the text this late.
+    pub slow_searches: Vec<(String, Duration)>,
     /// Tokens accepted on FHIR requests; `None` = no auth required.
     pub accepted_tokens: Option<HashSet<String>>,
     pub client_id: String,
@@ -281,10 +283,20 @@ impl Respond for Handler {
         match (method, segments.as_slice()) {
             ("GET", [rtype]) => self.search(&state, rtype, &request.url),
             ("POST", [rtype, "_search"]) => {
+                let body = String::from_utf8_lossy(&request.body);
+                let delay = state
+                    .slow_searches
+                    .iter()
+                    .find(|(needle, _)| body.contains(needle.as_str()))
+                    .map(|(_, delay)| *delay);
                 let mut url = request.url.clone();
                 url.set_path(&format!("/fhir/{rtype}"));
-                url.set_query(Some(&String::from_utf8_lossy(&request.body)));
-                self.search(&state, rtype, &url)
+                url.set_query(Some(&body));
+                let response = self.search(&state, rtype, &url);
+                match delay {
+                    Some(delay) => response.set_delay(delay),
+                    None => response,
+                }
             }
             ("GET", [rtype, id]) => match state.resources.get(&(rtype.to_string(), id.to_string()))
             {
@@ -419,6 +431,7 @@ impl FakeFhir {
             prefix_match: None,
             omit_next: false,
             foreign_next: false,
+            slow_searches: Vec::new(),
             accepted_tokens: None,
             client_id: "iomt".into(),
             client_secret: "right-secret".into(),

@@ -31,8 +31,9 @@
 //!   secrets by reference ([`secret`]).
 //! * [`auth`]: the `Authorization` header: none, static bearer, OAuth2 client
 //!   credentials, SMART backend services (`private_key_jwt`, RS384/ES384).
-//! * [`http`]: [`FhirClient`], pooled rustls HTTPS, timeouts, bounded concurrency, retries
-//!   with backoff and `Retry-After`, `OperationOutcome` text in errors.
+//! * [`http`]: [`FhirClient`], pooled rustls HTTPS (extra CAs and mutual TLS from
+//!   [`TlsConfig`]), timeouts, bounded concurrency, retries with backoff and `Retry-After`,
+//!   `OperationOutcome` text in errors.
 //! * [`search`]: every page of a search, exact identifier matching.
 //! * [`identity`]: [`IdentityResolver`], the three modes of SPEC §9 with their caches.
 //! * [`persist`]: [`Persister`], create or merge per SPEC §8, conflict retry, Observation
@@ -86,6 +87,7 @@ pub use check::{CheckReport, Finding, ServerInfo, Status, run_checks};
 pub use config::{
     AuthConfig, BundleConfig, CacheConfig, ClientAuthMethod, ConfigError, FhirClientConfig,
     HttpConfig, IdentityConfig, IdentityMode, JwtAlgorithm, ObservationConfig, RetryConfig,
+    TlsConfig,
 };
 pub use error::{ConnectFailure, ErrorDomain, FhirClientError, Interaction, Operation, RetryHint};
 pub use http::{FhirClient, WriteResponse};

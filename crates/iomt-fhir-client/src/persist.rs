@@ -1,13 +1,15 @@
 //! Persisting observation groups: identity, then create or merge (SPEC §8).
 //!
 //! [`Persister::persist`] takes a batch of groups and returns one [`PersistOutcome`] per group,
-//! in input order. It runs in three phases:
+//! in input order. It runs in three phases, the second overlapping the other two:
 //! 1. **Plan**, per device: find the group's FHIR template, resolve its Device, Patient and
 //!    Encounter ([`IdentityResolver`]), compute its Observation identity (identifier and id).
 //! 2. **Prefetch**: the Observations not in the cache are searched for in batches of
 //!    `observations.prefetch_batch` identifiers per request (`POST Observation/_search` with
 //!    `identifier=a,b,c`, results filtered for exact matches), instead of one search per
-//!    group.
+//!    group. A search starts as soon as planning has gathered its identifiers, and a write
+//!    waits only for the search that covers its group: the server answers lookups while the
+//!    client plans, and the first devices are written while later lookups are out.
 //! 3. **Write**, per device: no Observation ⇒ build it and `PUT Observation/{id}`; one ⇒
 //!    merge the group into it and, if that changed anything, `PUT` it with
 //!    `If-Match: W/"{versionId}"`; unchanged ⇒ no request. A 409 or 412 (or a 404/410 on an
@@ -43,6 +45,7 @@
 //!   so replaying a batch after a crash changes nothing that was already written.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -54,6 +57,7 @@ use iomt_transform::{
 };
 use moka::sync::Cache;
 use serde_json::Value;
+use tokio::sync::SetOnce;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
@@ -62,7 +66,7 @@ use crate::error::{FhirClientError, Interaction, Operation};
 use crate::http::{FhirClient, WriteResponse, version_from_etag};
 use crate::identity::{DeviceLink, IdentityResolver};
 use crate::metrics::{Counters, CountersSnapshot};
-use crate::search::{has_identifier, identifier_token};
+use crate::search::{has_identifier, identifier_token, push_form_search_value};
 
 /// What happened to one group.
 #[derive(Debug)]
@@ -187,10 +191,26 @@ fn meta_version(resource: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// What is known about an Observation before writing.
+/// What the batch's lookup found for one identifier.
+#[derive(Clone)]
 enum Prefetched {
+    /// No Observation has it.
     Absent,
+    /// Exactly one has it.
     Found(Arc<Stored>),
+    /// Several have it: left to the one-by-one search, which reports them.
+    Ambiguous,
+}
+
+/// The answer to one lookup search: per identifier of the chunk, in order; `None` when the
+/// search failed (the groups then search one by one).
+type ChunkAnswer = Option<Box<[Prefetched]>>;
+
+/// Where a group's answer will be: chunk, and position in it.
+#[derive(Clone, Copy)]
+struct Lookup {
+    chunk: u32,
+    position: u32,
 }
 
 /// One group, ready to be written.
@@ -199,11 +219,20 @@ struct Planned {
     group: ObservationGroup,
     template: Arc<dyn FhirTemplate>,
     identity: ObservationIdentity,
+    /// The group's slot in the batch's lookups; taken by the first look, so that a re-read
+    /// after a conflict asks the server rather than the (now stale) lookup.
+    lookup: Option<Lookup>,
 }
 
 impl Planned {
     fn key(&self) -> &str {
         &self.identity.identifier_value
+    }
+
+    /// One-instant Observations are never cached (see `Inner::remember`), so looking them up
+    /// in the cache is skipped.
+    fn cacheable(&self) -> bool {
+        self.group.window.interval != PeriodInterval::Single
     }
 }
 
@@ -229,18 +258,53 @@ struct Inner {
 type Slot = (usize, PersistOutcome);
 
 /// Per-call state shared by the tasks of one `persist` call.
-#[derive(Default)]
 struct CallState {
-    prefetched: Mutex<HashMap<String, Prefetched, RandomState>>,
+    /// Collects the identifiers to look up while the devices are planned, and starts a
+    /// search each time `prefetch_batch` of them are together.
+    chunker: Mutex<Chunker>,
+    /// The answers of the batch's lookup searches, one cell per chunk, set when the search
+    /// returns (or fails); set once, when planning is over.
+    lookups: OnceLock<Box<[Arc<SetOnce<ChunkAnswer>>]>>,
     abort: OnceLock<FhirClientError>,
 }
 
+/// The lookups being put together during planning.
+struct Chunker {
+    /// Hashes of the identifiers already given a lookup: a second group for the same
+    /// Observation in the batch gets none (by then the first one's write answers it).
+    seen: HashSet<u64, RandomState>,
+    hasher: RandomState,
+    /// The identifiers of the chunk being filled.
+    open: Vec<String>,
+    /// One answer cell per chunk, the open one included.
+    cells: Vec<Arc<SetOnce<ChunkAnswer>>>,
+    /// The searches started.
+    tasks: JoinSet<()>,
+}
+
 impl CallState {
-    fn take_prefetched(&self, key: &str) -> Option<Prefetched> {
-        self.prefetched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
+    fn new() -> CallState {
+        CallState {
+            chunker: Mutex::new(Chunker {
+                seen: HashSet::default(),
+                hasher: RandomState::default(),
+                open: Vec::new(),
+                cells: Vec::new(),
+                tasks: JoinSet::new(),
+            }),
+            lookups: OnceLock::new(),
+            abort: OnceLock::new(),
+        }
+    }
+
+    /// What the batch's lookup found for `lookup`, waiting for its search if it is still out;
+    /// `None` when the search failed or found several.
+    async fn prefetched(&self, lookup: Lookup) -> Option<Prefetched> {
+        let cell = self.lookups.get()?.get(lookup.chunk as usize)?;
+        match cell.wait().await {
+            Some(answers) => answers.get(lookup.position as usize).cloned(),
+            None => None,
+        }
     }
 
     /// Records a server-wide failure, so the call's remaining groups fail fast.
@@ -322,7 +386,7 @@ impl Persister {
     pub async fn persist(&self, groups: Vec<ObservationGroup>) -> Vec<PersistOutcome> {
         let total = groups.len();
         let mut slots: Vec<Option<PersistOutcome>> = (0..total).map(|_| None).collect();
-        let state = Arc::new(CallState::default());
+        let state = Arc::new(CallState::new());
 
         // Phase 1: plan, per device.
         let mut by_device: HashMap<String, usize, RandomState> = HashMap::default();
@@ -353,8 +417,10 @@ impl Persister {
             }
         }
 
-        // Phase 2: prefetch the Observations not in the cache.
-        self.inner.prefetch(&plans, &state).await;
+        // Phase 2: the lookups of the Observations not in the cache started during planning;
+        // start the last one. They run while the writes start: a group waits only for the
+        // search that covers it.
+        let lookups = self.inner.finish_lookups(&state);
 
         // Phase 3: write.
         let written: Vec<Vec<Slot>> = match self.inner.bundle_entries {
@@ -369,6 +435,8 @@ impl Persister {
         for (i, outcome) in written.into_iter().flatten() {
             slots[i] = Some(outcome);
         }
+        // Every lookup has answered by now, unless no group waited for it.
+        join_all(lookups).await;
         let counters = self.inner.client.counters_ref();
         slots
             .into_iter()
@@ -438,9 +506,9 @@ const OBSERVATION_UPDATE: Operation = Operation::new(Interaction::Update, "Obser
 
 impl Inner {
     async fn plan_device(
-        &self,
+        self: &Arc<Self>,
         work: Vec<(usize, ObservationGroup)>,
-        state: &CallState,
+        state: &Arc<CallState>,
     ) -> (Vec<Planned>, Vec<Slot>) {
         let mut plan = Vec::with_capacity(work.len());
         let mut failures = Vec::new();
@@ -505,83 +573,150 @@ impl Inner {
                     group,
                     template,
                     identity,
+                    lookup: None,
                 }),
                 Err(e) => failures.push(failed(index, group, e.into())),
             }
         }
+        self.assign_lookups(&mut plan, state);
         (plan, failures)
     }
 
-    /// Phase 2: search the uncached Observations, `prefetch_batch` identifiers per request.
-    async fn prefetch(self: &Arc<Self>, plans: &[Vec<Planned>], state: &Arc<CallState>) {
+    /// Phase 2, during planning: gives each of a device's groups whose Observation is not in
+    /// the cache a [`Lookup`], and starts a search each time `prefetch_batch` identifiers are
+    /// together, so the server works on lookups while the rest of the batch is planned.
+    fn assign_lookups(self: &Arc<Self>, plan: &mut [Planned], state: &Arc<CallState>) {
         if self.prefetch_batch < 2 || state.aborted().is_some() {
             return;
         }
-        let mut keys: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
-        for p in plans.iter().flatten() {
-            let key = p.key();
-            if self.observations.contains_key(key) || !seen.insert(key) {
+        let wanted: Vec<&mut Planned> = plan
+            .iter_mut()
+            .filter(|p| !(p.cacheable() && self.observations.contains_key(p.key())))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let mut chunker = state.chunker.lock().unwrap_or_else(|p| p.into_inner());
+        for p in wanted {
+            let hash = chunker.hasher.hash_one(p.key());
+            if !chunker.seen.insert(hash) {
                 continue;
             }
-            keys.push(key.to_owned());
-        }
-        if keys.len() < 2 {
-            return; // one search either way
-        }
-        let mut tasks = JoinSet::new();
-        for chunk in keys.chunks(self.prefetch_batch) {
-            let chunk = chunk.to_vec();
-            let inner = self.clone();
-            let state = state.clone();
-            tasks.spawn(async move {
-                let tokens: Vec<String> = chunk
-                    .iter()
-                    .map(|k| identifier_token(Some(SERVICE_SYSTEM), k))
-                    .collect();
-                let count = (2 * chunk.len()).max(10).to_string();
-                let result = inner
-                    .client
-                    .search_post(
-                        "Observation",
-                        &[("identifier", &tokens.join(",")), ("_count", &count)],
-                    )
-                    .await;
-                let found = match result {
-                    Ok(found) => found,
-                    Err(e) => {
-                        // Not fatal: the groups search one by one and report what fails.
-                        warn!(error = %e, "observation prefetch failed");
-                        state.note(&e);
-                        return;
-                    }
-                };
-                let mut matches: HashMap<&str, Vec<&Value>> = HashMap::new();
-                for resource in &found {
-                    for key in &chunk {
-                        if has_identifier(resource, Some(SERVICE_SYSTEM), key) {
-                            matches.entry(key.as_str()).or_default().push(resource);
-                        }
-                    }
-                }
-                let mut map = state.prefetched.lock().unwrap_or_else(|p| p.into_inner());
-                for key in &chunk {
-                    match matches.get(key.as_str()).map(Vec::as_slice) {
-                        None | Some([]) => {
-                            map.insert(key.clone(), Prefetched::Absent);
-                        }
-                        Some([one]) => {
-                            if let Some(stored) = Stored::from_resource((*one).clone()) {
-                                map.insert(key.clone(), Prefetched::Found(Arc::new(stored)));
-                            }
-                        }
-                        // Several: left to the one-by-one search, which reports them.
-                        Some(_) => {}
-                    }
-                }
+            if chunker.open.is_empty() {
+                chunker.cells.push(Arc::new(SetOnce::new()));
+            }
+            chunker.open.push(p.key().to_owned());
+            p.lookup = Some(Lookup {
+                chunk: u32::try_from(chunker.cells.len() - 1).unwrap_or(u32::MAX),
+                position: u32::try_from(chunker.open.len() - 1).unwrap_or(u32::MAX),
             });
+            if chunker.open.len() >= self.prefetch_batch {
+                self.start_lookup(&mut chunker, state);
+            }
         }
-        join_all(tasks).await;
+    }
+
+    /// Starts the search of the open chunk.
+    fn start_lookup(self: &Arc<Self>, chunker: &mut Chunker, state: &Arc<CallState>) {
+        let keys = std::mem::take(&mut chunker.open);
+        let Some(cell) = chunker.cells.last().cloned() else {
+            return;
+        };
+        let inner = self.clone();
+        let state = state.clone();
+        chunker.tasks.spawn(async move {
+            // Whatever happens (a panic included), the chunk gets an answer: a group waiting
+            // for it must not wait forever.
+            let answer = AnswerOnDrop(cell);
+            let found = inner.lookup_chunk(&keys, &state).await;
+            answer.set(found);
+        });
+    }
+
+    /// After planning: starts the last, partly filled lookup, publishes the answer cells to
+    /// the writers, and hands over the searches to be joined.
+    fn finish_lookups(self: &Arc<Self>, state: &Arc<CallState>) -> JoinSet<()> {
+        let mut chunker = state.chunker.lock().unwrap_or_else(|p| p.into_inner());
+        if !chunker.open.is_empty() {
+            if chunker.cells.len() == 1 && chunker.open.len() == 1 {
+                // One identifier in all: its group's own search costs the same, and finds
+                // several matches too. "Failed" sends it there.
+                if let Some(cell) = chunker.cells.last() {
+                    let _ = cell.set(None);
+                }
+                chunker.open.clear();
+            } else {
+                self.start_lookup(&mut chunker, state);
+            }
+        }
+        let cells = std::mem::take(&mut chunker.cells);
+        if state.lookups.set(cells.into_boxed_slice()).is_err() {
+            unreachable!("lookups are finished once per call");
+        }
+        std::mem::take(&mut chunker.tasks)
+    }
+
+    /// One lookup search: the Observations with any of `keys` (exactly matched), per key.
+    async fn lookup_chunk(&self, keys: &[String], state: &CallState) -> ChunkAnswer {
+        let mut form = String::with_capacity(keys.iter().map(|k| k.len() + 70).sum::<usize>() + 40);
+        // `system|` once, encoded, then copied before every value.
+        let mut system = String::with_capacity(3 * SERVICE_SYSTEM.len());
+        push_form_search_value(&mut system, SERVICE_SYSTEM);
+        system.push_str("%7C"); // |
+        form.push_str("identifier=");
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                form.push_str("%2C"); // ,
+            }
+            form.push_str(&system);
+            push_form_search_value(&mut form, key);
+        }
+        form.push_str("&_count=");
+        form.push_str(&(2 * keys.len()).max(10).to_string());
+        let found = match self.client.search_post_form("Observation", form).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Not fatal: the groups search one by one and report what fails.
+                warn!(error = %e, "observation prefetch failed");
+                state.note(&e);
+                return None;
+            }
+        };
+        let mut answers: Box<[Prefetched]> = vec![Prefetched::Absent; keys.len()].into();
+        if found.is_empty() {
+            return Some(answers);
+        }
+        let position: HashMap<&str, usize, RandomState> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        for resource in found {
+            // The keys this resource has exactly (a server may match more loosely).
+            let mut matched: Vec<usize> = resource
+                .get("identifier")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|id| id.get("system").and_then(Value::as_str) == Some(SERVICE_SYSTEM))
+                .filter_map(|id| id.get("value").and_then(Value::as_str))
+                .filter_map(|value| position.get(value).copied())
+                .collect();
+            matched.sort_unstable();
+            matched.dedup();
+            if matched.is_empty() {
+                continue;
+            }
+            let stored = Stored::from_resource(resource).map(Arc::new);
+            for i in matched {
+                answers[i] = match (&answers[i], &stored) {
+                    (Prefetched::Absent, Some(stored)) => Prefetched::Found(stored.clone()),
+                    // A second match, or one without an id: the one-by-one search decides.
+                    _ => Prefetched::Ambiguous,
+                };
+            }
+        }
+        Some(answers)
     }
 
     /// The Observation with `identity`'s identifier on the server, exactly matched.
@@ -608,33 +743,47 @@ impl Inner {
         }
     }
 
-    /// What is known before writing `p`: the cache, then the prefetch, then a search.
+    /// What is known before writing `p`: the cache, then the batch's lookup (once), then a
+    /// search.
     async fn existing(
         &self,
-        p: &Planned,
+        p: &mut Planned,
         state: &CallState,
     ) -> Result<Option<Arc<Stored>>, FhirClientError> {
         let counters = self.client.counters_ref();
-        if let Some(stored) = self.observations.get(p.key()) {
+        let lookup = p.lookup.take();
+        if p.cacheable()
+            && let Some(stored) = self.observations.get(p.key())
+        {
             Counters::inc(&counters.observation_cache_hits);
             return Ok(Some(stored));
         }
         Counters::inc(&counters.observation_cache_misses);
-        match state.take_prefetched(p.key()) {
+        let prefetched = match lookup {
+            Some(lookup) => state.prefetched(lookup).await,
+            None => None,
+        };
+        if prefetched.is_none()
+            && let Some(e) = state.aborted()
+        {
+            // The lookup failed for a server-wide reason: fail fast rather than search.
+            return Err(e);
+        }
+        match prefetched {
             Some(Prefetched::Absent) => Ok(None),
             Some(Prefetched::Found(stored)) => Ok(Some(stored)),
-            None => self.find_observation(&p.identity).await,
+            Some(Prefetched::Ambiguous) | None => self.find_observation(&p.identity).await,
         }
     }
 
     async fn write_device(&self, plan: Vec<Planned>, state: &CallState) -> Vec<Slot> {
         let mut out = Vec::with_capacity(plan.len());
-        for p in plan {
+        for mut p in plan {
             if let Some(e) = state.aborted() {
                 out.push(failed(p.index, p.group, e));
                 continue;
             }
-            match self.write_one(&p, state).await {
+            match self.write_one(&mut p, state).await {
                 Ok(outcome) => out.push((p.index, outcome)),
                 Err(e) => {
                     state.note(&e);
@@ -650,11 +799,11 @@ impl Inner {
     /// Observations of one instant (`periodInterval` 0) are not cached: a later group for the
     /// same instant is a duplicate or a replay, which the batch's prefetch finds anyway, and
     /// skipping the insert saves a good part of the CPU time spent per such Observation.
-    fn remember(&self, p: &Planned, stored: Option<Stored>) {
-        if p.group.window.interval == PeriodInterval::Single {
+    fn remember(&self, p: &Planned, stored: impl FnOnce() -> Option<Stored>) {
+        if !p.cacheable() {
             return;
         }
-        match stored {
+        match stored() {
             Some(s) => self.observations.insert(p.key().to_owned(), Arc::new(s)),
             None => self.observations.invalidate(p.key()),
         }
@@ -663,7 +812,7 @@ impl Inner {
     /// Create or merge one group, re-reading after conflicts.
     async fn write_one(
         &self,
-        p: &Planned,
+        p: &mut Planned,
         state: &CallState,
     ) -> Result<PersistOutcome, FhirClientError> {
         let counters = self.client.counters_ref();
@@ -726,10 +875,9 @@ impl Inner {
                                 .await
                                 .map(|w| {
                                     Counters::inc(&counters.observations_updated);
-                                    self.remember(
-                                        p,
-                                        Stored::after_write(&stored.id, w.body, w.version, body),
-                                    );
+                                    self.remember(p, || {
+                                        Stored::after_write(&stored.id, w.body, w.version, body)
+                                    });
                                     PersistOutcome::Updated {
                                         id: stored.id.clone(),
                                     }
@@ -773,10 +921,9 @@ impl Inner {
             Counters::inc(&counters.contention);
             warn!("an observation create replaced an existing resource (contention)");
         }
-        self.remember(
-            p,
-            Stored::after_write(&p.identity.id, written.body, written.version, sent),
-        );
+        self.remember(p, || {
+            Stored::after_write(&p.identity.id, written.body, written.version, sent)
+        });
     }
 }
 
@@ -884,7 +1031,7 @@ impl Inner {
     /// The write a group needs: a create, an update, or nothing (unchanged / failed).
     async fn decide(
         &self,
-        p: Planned,
+        mut p: Planned,
         device: usize,
         conflicts: u32,
         state: &CallState,
@@ -892,7 +1039,7 @@ impl Inner {
         if let Some(e) = state.aborted() {
             return Decided::Done(failed(p.index, p.group, e));
         }
-        let existing = match self.existing(&p, state).await {
+        let existing = match self.existing(&mut p, state).await {
             Ok(e) => e,
             Err(e) => {
                 state.note(&e);
@@ -1036,7 +1183,7 @@ impl Inner {
                         op.body.clone(),
                     ),
                 };
-                self.remember(&op.planned, stored);
+                self.remember(&op.planned, || stored);
                 let id = op.resource_id;
                 let outcome = if updating {
                     Counters::inc(&counters.observations_updated);
@@ -1101,6 +1248,24 @@ impl Inner {
             slots.push(failed(op.planned.index, op.planned.group, error));
         }
         (slots, retry)
+    }
+}
+
+/// Sets a lookup chunk's answer; dropped without one (a panic in the search), it sets
+/// "failed", so the groups waiting for it search one by one instead of waiting forever.
+struct AnswerOnDrop(Arc<SetOnce<ChunkAnswer>>);
+
+impl AnswerOnDrop {
+    fn set(self, answer: ChunkAnswer) {
+        let _ = self.0.set(answer);
+    }
+}
+
+impl Drop for AnswerOnDrop {
+    fn drop(&mut self) {
+        if !self.0.initialized() {
+            let _ = self.0.set(None);
+        }
     }
 }
 

@@ -25,14 +25,18 @@ use url::Url;
 use crate::error::{FhirClientError, Interaction, Operation};
 use crate::http::{FhirClient, FhirRequest, parse_json};
 
-const FORM: &str = "application/x-www-form-urlencoded";
+const FORM: reqwest::header::HeaderValue =
+    reqwest::header::HeaderValue::from_static("application/x-www-form-urlencoded");
 
 /// The most pages read for one search; a server looping its `next` links ends here.
 const MAX_PAGES: usize = 1000;
 
 /// Escapes a search value: `\` `|` `,` `$` get a backslash (FHIR R4 §3.1.1.5.7).
 pub fn escape_search_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+    if !needs_escape(value) {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len() + 4);
     for c in value.chars() {
         if matches!(c, '\\' | '|' | ',' | '$') {
             out.push('\\');
@@ -40,6 +44,33 @@ pub fn escape_search_value(value: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Whether `value` has a character [`escape_search_value`] escapes (a byte scan: the
+/// characters are ASCII, and no UTF-8 continuation byte equals one of them).
+fn needs_escape(value: &str) -> bool {
+    value
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'|' | b',' | b'$'))
+}
+
+/// Appends `value`, escaped as a search value and then form-urlencoded, to `form`: one pass
+/// and no intermediate strings in the common case of a value with nothing to escape.
+pub(crate) fn push_form_search_value(form: &mut String, value: &str) {
+    if needs_escape(value) {
+        form.extend(url::form_urlencoded::byte_serialize(
+            escape_search_value(value).as_bytes(),
+        ));
+    } else if value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_'))
+    {
+        // Nothing to encode (what `byte_serialize` leaves as it is), as identifier values
+        // made of ids, type names and times are.
+        form.push_str(value);
+    } else {
+        form.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+    }
 }
 
 /// A token search value for an identifier: `value`, or `system|value` when a system is given.
@@ -80,7 +111,7 @@ impl FhirClient {
         resource_type: &'static str,
         params: &[(&str, &str)],
     ) -> Result<Vec<Value>, FhirClientError> {
-        self.search_with(resource_type, params, false).await
+        self.search_with(resource_type, params, None).await
     }
 
     /// As [`search`](Self::search), but the first page is asked for with
@@ -94,21 +125,31 @@ impl FhirClient {
         resource_type: &'static str,
         params: &[(&str, &str)],
     ) -> Result<Vec<Value>, FhirClientError> {
-        self.search_with(resource_type, params, true).await
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.extend_pairs(params.iter());
+        self.search_post_form(resource_type, body.finish()).await
     }
 
+    /// As [`search_post`](Self::search_post), with the form body already encoded
+    /// (`application/x-www-form-urlencoded`).
+    pub(crate) async fn search_post_form(
+        &self,
+        resource_type: &'static str,
+        form: String,
+    ) -> Result<Vec<Value>, FhirClientError> {
+        self.search_with(resource_type, &[], Some(bytes::Bytes::from(form)))
+            .await
+    }
+
+    /// Searches with `params` in the query, or, with `form`, with `POST …/_search`.
     async fn search_with(
         &self,
         resource_type: &'static str,
         params: &[(&str, &str)],
-        post: bool,
+        mut form: Option<bytes::Bytes>,
     ) -> Result<Vec<Value>, FhirClientError> {
         let operation = Operation::new(Interaction::Search, resource_type);
-        let mut form = None;
-        let mut url = if post {
-            let mut body = url::form_urlencoded::Serializer::new(String::new());
-            body.extend_pairs(params.iter());
-            form = Some(bytes::Bytes::from(body.finish()));
+        let mut url = if form.is_some() {
             self.url(&[resource_type, "_search"])
         } else {
             let mut url = self.url(&[resource_type]);
@@ -226,6 +267,13 @@ mod tests {
         assert_eq!(escape_search_value(r"a|b,c$d\e"), r"a\|b\,c\$d\\e");
         assert_eq!(identifier_token(Some("urn:x"), "1,2"), r"urn:x|1\,2");
         assert_eq!(identifier_token(None, "abc"), "abc");
+        assert_eq!(escape_search_value("plain.value-1"), "plain.value-1");
+        let mut form = String::new();
+        push_form_search_value(&mut form, "a b|c");
+        assert_eq!(form, "a+b%5C%7Cc");
+        form.clear();
+        push_form_search_value(&mut form, "p1.d1.spo2.20240101");
+        assert_eq!(form, "p1.d1.spo2.20240101");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! until it listens, and gives tests its base URL, credentials and the test-only admin API:
 //! fault injection ([`Faults`]), [`FhirServer::reset`] and request [`Stats`].
 //!
+//! [`Mosquitto`] starts Debian's MQTT broker the same way (generated configuration, free
+//! 127.0.0.1 port, optional password file and TLS), for the MQTT source's tests.
+//!
 //! # Why a real server rather than a mock
 //! A wiremock double answers what the test author expects; the real router validates every
 //! resource against the R4 StructureDefinitions, enforces `If-Match`, pages search results and
@@ -38,11 +41,13 @@
 //! ```
 
 mod fhir_server;
+mod mosquitto;
 
 pub use fhir_server::{
     ClientCredentials, Faults, FhirServer, FhirServerError, FhirServerOptions, IdentifierMatch,
     JwtClient, SKIP_ENV, ScriptedFault, Stats, TokenStats,
 };
+pub use mosquitto::{Mosquitto, MosquittoError, MosquittoOptions, MosquittoTls, SKIP_MQTT_ENV};
 /// The HTTP client the harness uses, re-exported so tests can build requests with the same
 /// version (see [`FhirServer::agent`]).
 pub use ureq;

@@ -15,6 +15,29 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format for `iomt run` (`text` or `json`); the level comes from `RUST_LOG`
+    /// (default `info`). Logs never contain message content or identifiers at `info`.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 #[derive(Subcommand)]
@@ -27,6 +50,22 @@ enum Command {
     /// Runs sample messages (NDJSON) through a device and a FHIR mapping as one batch and
     /// prints one JSON report: measurements, Observations, errors and warnings.
     TestMapping(commands::test_mapping::Args),
+    /// Sends simulated, physiologically plausible device traffic to a running connector, or
+    /// writes it as NDJSON (`--output`), in the shapes of the example mappings.
+    Simulate(commands::simulate::Args),
+    /// Checks that the FHIR server can be reached and used: configuration, secrets, TLS, token,
+    /// capability statement, FHIR version, permissions; says what to fix for each failure.
+    Check(commands::check::Args),
+    /// Runs the connector service (`--config pipeline.yaml`); without a configuration, the
+    /// demo on embedded defaults: local store, simulated wearables, everything on loopback.
+    Run(commands::run::Args),
+    /// Lists, shows, redrives and purges what could not be processed, with why.
+    DeadLetter(commands::dead_letter::Args),
+    /// Writes the local FHIR store's resources as FHIR NDJSON.
+    Export(commands::export::Args),
+    /// Serves the mapping debugger web page on its own (no pipeline): edit a device and a FHIR
+    /// mapping side by side and test them on sample messages as you type.
+    Ui(commands::ui::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +74,15 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Normalize(args) => commands::normalize::run(args),
         Command::TestMapping(args) => commands::test_mapping::run(args),
+        Command::Simulate(args) => commands::simulate::run(args),
+        Command::Check(args) => commands::check::run(args),
+        Command::Run(args) => {
+            init_logging(cli.log_format);
+            commands::run::run(args)
+        }
+        Command::DeadLetter(args) => commands::dead_letter::run(args),
+        Command::Export(args) => commands::export::run(args),
+        Command::Ui(args) => commands::ui::run(args),
     };
     match result {
         Ok(code) => code,

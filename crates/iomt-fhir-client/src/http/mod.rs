@@ -23,13 +23,16 @@
 
 pub mod outcome;
 pub mod retry;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_MATCH};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_MATCH,
+};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
@@ -43,6 +46,10 @@ use outcome::{classify_transport, outcome_text};
 use retry::{RetryPolicy, is_retryable_status};
 
 const FHIR_JSON: &str = "application/fhir+json";
+
+// Header names and values built once: a `&str` would be parsed and copied on every request.
+const FHIR_JSON_VALUE: HeaderValue = HeaderValue::from_static(FHIR_JSON);
+const PREFER: HeaderName = HeaderName::from_static("prefer");
 
 /// A response as received: status, the headers the client uses, body.
 #[derive(Debug)]
@@ -68,12 +75,13 @@ pub(crate) struct Core {
 
 impl Core {
     fn new(config: &FhirClientConfig, counters: Arc<Counters>) -> Result<Core, FhirClientError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(config.http.connect_timeout)
             .pool_max_idle_per_host(config.http.pool_max_idle_per_host)
             .pool_idle_timeout(config.http.pool_idle_timeout)
             .tcp_nodelay(true)
-            .user_agent(concat!("iomt/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("iomt/", env!("CARGO_PKG_VERSION")));
+        let http = tls::apply(builder, &config.http.tls)?
             .build()
             .map_err(|e| FhirClientError::HttpClient {
                 reason: e.to_string(),
@@ -232,14 +240,14 @@ pub(crate) struct FhirRequest<'a> {
     pub method: Method,
     pub url: Url,
     /// The body's media type (when there is a body).
-    pub content_type: &'static str,
+    pub content_type: HeaderValue,
     pub body: Option<Bytes>,
     pub if_match: Option<&'a str>,
     /// Statuses other than 2xx returned as responses rather than errors (404 for reads).
     pub accept: &'a [u16],
     /// The `Prefer` header of a write: `return=minimal` when the caller does not need the
     /// stored resource back (saves the server serializing it).
-    pub prefer: Option<&'static str>,
+    pub prefer: Option<HeaderValue>,
 }
 
 impl FhirClient {
@@ -320,19 +328,19 @@ impl FhirClient {
                         .core
                         .http()
                         .request(request.method.clone(), request.url.clone())
-                        .header(ACCEPT, FHIR_JSON);
+                        .header(ACCEPT, FHIR_JSON_VALUE);
                     if let Some(value) = &auth {
                         builder = builder.header(AUTHORIZATION, value.clone());
                     }
                     if let Some(tag) = request.if_match {
                         builder = builder.header(IF_MATCH, tag);
                     }
-                    if let Some(prefer) = request.prefer {
-                        builder = builder.header("prefer", prefer);
+                    if let Some(prefer) = &request.prefer {
+                        builder = builder.header(PREFER, prefer.clone());
                     }
                     if let Some(body) = &request.body {
                         builder = builder
-                            .header(CONTENT_TYPE, request.content_type)
+                            .header(CONTENT_TYPE, request.content_type.clone())
                             .body(body.clone());
                     }
                     builder
@@ -387,7 +395,7 @@ impl FhirClient {
                 operation,
                 method: Method::GET,
                 url: self.url(&["metadata"]),
-                content_type: FHIR_JSON,
+                content_type: FHIR_JSON_VALUE,
                 body: None,
                 if_match: None,
                 accept: &[],
@@ -412,7 +420,7 @@ impl FhirClient {
                 operation,
                 method: Method::GET,
                 url: self.url(&[resource_type, id]),
-                content_type: FHIR_JSON,
+                content_type: FHIR_JSON_VALUE,
                 body: None,
                 if_match: None,
                 accept: &[404, 410],
@@ -445,11 +453,11 @@ impl FhirClient {
                 operation: Operation::new(Interaction::Update, resource_type),
                 method: Method::PUT,
                 url: self.url(&[resource_type, id]),
-                content_type: FHIR_JSON,
+                content_type: FHIR_JSON_VALUE,
                 body: Some(body),
                 if_match: tag.as_deref(),
                 accept: &[],
-                prefer: Some("return=minimal"),
+                prefer: Some(HeaderValue::from_static("return=minimal")),
             })
             .await?;
         Ok(WriteResponse {
@@ -470,7 +478,7 @@ impl FhirClient {
                 operation,
                 method: Method::POST,
                 url: self.inner.base.clone(),
-                content_type: FHIR_JSON,
+                content_type: FHIR_JSON_VALUE,
                 body: Some(bundle),
                 if_match: None,
                 accept: &[],

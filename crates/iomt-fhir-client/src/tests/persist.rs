@@ -274,6 +274,78 @@ async fn groups_of_one_batch_are_looked_up_together() {
 }
 
 #[tokio::test]
+async fn writes_start_while_later_lookups_are_still_out() {
+    let fake = FakeFhir::start().await;
+    with_devices(&fake, 2);
+    // Two identifiers per lookup: device 1's groups are the first search, device 2's the
+    // second, which the server answers only after 3 s.
+    fake.state()
+        .slow_searches
+        .push((".d2.spo2.".into(), std::time::Duration::from_secs(3)));
+    let mut config = fake.config();
+    config.observations.prefetch_batch = NonZeroUsize::new(2).unwrap();
+    config.http.max_concurrency = NonZeroUsize::new(4).unwrap();
+    let p = persister(&config);
+    let groups = vec![
+        spo2("dev-1", "2024-01-01T10:00:00Z", "97"),
+        spo2("dev-1", "2024-01-01T10:00:01Z", "97"),
+        spo2("dev-2", "2024-01-01T10:00:00Z", "97"),
+        spo2("dev-2", "2024-01-01T10:00:01Z", "97"),
+    ];
+    let started = std::time::Instant::now();
+    let persisting = tokio::spawn(async move { p.persist(groups).await });
+    // Device 1's writes do not wait for device 2's lookup.
+    while puts(&fake) < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(2500),
+            "device 1 waited for device 2's lookup: {:?}",
+            fake.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!persisting.is_finished());
+    let out = persisting.await.unwrap();
+    assert_eq!(kinds(&out), ["created"; 4]);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    let searches = fake
+        .log()
+        .iter()
+        .filter(|l| l.contains("Observation/_search"))
+        .count();
+    assert_eq!(searches, 2, "{:?}", fake.log());
+}
+
+#[tokio::test]
+async fn a_failed_lookup_falls_back_to_one_search_per_group() {
+    let fake = FakeFhir::start().await;
+    with_devices(&fake, 2);
+    let first = spo2("dev-1", "2024-01-01T10:00:00Z", "97");
+    persister(&fake.config()).persist(vec![first.clone()]).await;
+    // The batch lookup fails (500, not an outage); each group then searches on its own and
+    // finds what exists.
+    fake.fail_next(
+        "POST",
+        "/fhir/Observation/_search",
+        10,
+        ResponseTemplate::new(500),
+    )
+    .await;
+    fake.clear_log();
+    let mut changed = first.clone();
+    changed.properties[0].values[0].value = "98".into();
+    let out = persister(&fake.config())
+        .persist(vec![changed, spo2("dev-2", "2024-01-01T10:00:00Z", "96")])
+        .await;
+    assert_eq!(kinds(&out), ["updated", "created"]);
+    let log = fake.log();
+    let one_by_one = log
+        .iter()
+        .filter(|l| l.starts_with("GET /fhir/Observation?"))
+        .count();
+    assert_eq!(one_by_one, 2, "{log:?}");
+}
+
+#[tokio::test]
 async fn prefetch_matches_identifiers_exactly() {
     let fake = FakeFhir::start().await;
     with_devices(&fake, 1);

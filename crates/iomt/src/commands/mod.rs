@@ -1,7 +1,13 @@
 //! One module per subcommand.
 
+pub mod check;
+pub mod dead_letter;
+pub mod export;
 pub mod normalize;
+pub mod run;
+pub mod simulate;
 pub mod test_mapping;
+pub mod ui;
 pub mod validate;
 
 use std::fs::{self, File};

@@ -27,10 +27,18 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Check a service configuration (`pipeline.yaml`) instead: its structure, its mapping
+    /// files (every template error), listeners, TLS files, keys and destination settings,
+    /// without starting anything or touching the network.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["device_mapping", "fhir_mapping"])]
+    config: Option<PathBuf>,
 }
 
 /// Runs the command; exit status 1 when any error was found.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(config) = &args.config {
+        return validate_config(config, args.json);
+    }
     let (device_text, device_name) = read_mapping(
         args.device_mapping.as_deref(),
         defaults::DEVICE_MAPPING,
@@ -94,4 +102,38 @@ fn print_text(report: &ValidationReport, device_name: &str, fhir_name: Option<&s
     if let Some(fhir) = &report.fhir_mapping {
         summarize(MappingKind::Fhir, fhir.templates);
     }
+}
+
+fn validate_config(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let problems = match iomt_runtime::PipelineConfig::load(path) {
+        Ok(config) => config.validate().err().unwrap_or_default(),
+        Err(iomt_runtime::config::ConfigError::Invalid { problems, .. }) => problems,
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        let list: Vec<serde_json::Value> = problems
+            .iter()
+            .map(|p| serde_json::json!({"path": p.path, "line": p.line, "message": p.message}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "file": path.display().to_string(),
+                "valid": problems.is_empty(),
+                "problems": list,
+            }))?
+        );
+    } else if problems.is_empty() {
+        println!("{}: valid", path.display());
+    } else {
+        println!("{}: {} problem(s)", path.display(), problems.len());
+        for p in &problems {
+            println!("  - {p}");
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

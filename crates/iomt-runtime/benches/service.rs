@@ -1,0 +1,278 @@
+//! End-to-end benchmark of the service (not a timed test): HTTP ingest → durable log (fsync
+//! on) → normalize → group → local FHIR store, in one process on loopback.
+//!
+//! Three figures, each printed as one line:
+//! 1. **throughput**: messages per second from the first request to the pipeline's checkpoint
+//!    passing the last message, with `devices` simulated wearables (default 10,000) sending
+//!    `messages` messages (default 200,000) in NDJSON requests of 500, 16 requests in flight;
+//! 2. **latency** at a steady 1,000 messages/s with the default 1 s flush interval: from a
+//!    request's send to its last message being persisted (p50, p99), over 20 s;
+//! 3. **memory**: the process's resident set (VmRSS) and peak (VmHWM) after (1), with every
+//!    device active.
+//!
+//! `cargo bench -p iomt-runtime --bench service` (arguments: `-- --messages N --devices N`).
+//! Targets (issue 5): ≥ 100,000 messages/s, p99 < 2 s, < 200 MiB.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iomt_runtime::PipelineConfig;
+use iomt_simulate::{Fleet, FleetConfig, Shape};
+
+const API_KEY: &str = "bench-key-0123456789abcdef";
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(dir: &std::path::Path, flush: &str) -> PipelineConfig {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wearable");
+    let text = format!(
+        "
+version: 1
+data_dir: {data}
+mappings:
+  device: {device}
+  fhir: {fhir}
+  reload_interval: 0s
+sources:
+  http:
+    listen: 127.0.0.1:0
+    max_body: 16MiB
+    auth:
+      api_keys: [{{value: {API_KEY}}}]
+pipeline:
+  flush_interval: {flush}
+  max_batch_messages: 50000
+destination:
+  local: {{}}
+admin:
+  disabled: true
+",
+        data = dir.display(),
+        device = examples.join("devicecontent.json").display(),
+        fhir = examples.join("fhirmapping.json").display(),
+    );
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = PipelineConfig::load(&path).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+fn fleet(devices: usize, seed: u64) -> Fleet {
+    Fleet::new(FleetConfig {
+        devices,
+        shape: Shape::Wearable,
+        seed,
+        bad_message_rate: 0.0,
+        device_prefix: "bench".into(),
+    })
+    .unwrap()
+}
+
+/// One NDJSON request body of `n` messages, `spacing` apart in device time.
+fn body(
+    fleet: &mut Fleet,
+    n: usize,
+    clock: &mut chrono::DateTime<chrono::Utc>,
+    spacing: chrono::TimeDelta,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 160);
+    for _ in 0..n {
+        *clock += spacing;
+        out.extend_from_slice(&fleet.next_message(*clock).body);
+        out.push(b'\n');
+    }
+    out
+}
+
+async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> u64 {
+    loop {
+        let response = client
+            .post(url)
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("request");
+        if response.status().as_u16() == 429 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(response.status().as_u16(), 202);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        return answer["last_offset"].as_u64().unwrap();
+    }
+}
+
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn throughput(messages: usize, devices: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let service = iomt_runtime::start(&config(dir.path(), "1s"))
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/messages", service.http_addr.unwrap());
+    let client = reqwest::Client::new();
+    const PER_REQUEST: usize = 500;
+    const IN_FLIGHT: usize = 16;
+    let requests = messages.div_ceil(PER_REQUEST);
+    // Bodies are made by a producer as requests go out, so memory holds only those in flight.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT * 2);
+    let producer = std::thread::spawn(move || {
+        let mut fleet = fleet(devices, 7);
+        let mut clock = chrono::DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        for _ in 0..requests {
+            let b = body(
+                &mut fleet,
+                PER_REQUEST,
+                &mut clock,
+                chrono::TimeDelta::milliseconds(2),
+            );
+            if tx.blocking_send(b).is_err() {
+                return;
+            }
+        }
+    });
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (client, url, rx) = (client.clone(), url.clone(), rx.clone());
+        tasks.spawn(async move {
+            let mut last = 0;
+            loop {
+                let Some(b) = rx.lock().await.recv().await else {
+                    return last;
+                };
+                last = last.max(send(&client, &url, b).await);
+            }
+        });
+    }
+    let mut last = 0;
+    while let Some(r) = tasks.join_next().await {
+        last = last.max(r.unwrap());
+    }
+    let ingested = started.elapsed();
+    while service.status.checkpoint() <= last {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    producer.join().unwrap();
+    let counts = service.local_store.clone().unwrap().counts().unwrap();
+    let (rss, hwm) = rss();
+    println!(
+        "throughput: {messages} messages from {devices} devices in {:.2} s = {:.0} messages/s end to end (ingest alone {:.0}/s); {} observations, {} devices in the store",
+        elapsed.as_secs_f64(),
+        messages as f64 / elapsed.as_secs_f64(),
+        messages as f64 / ingested.as_secs_f64(),
+        counts.observations,
+        counts.devices,
+    );
+    println!(
+        "memory: VmRSS {rss} MiB, VmHWM {hwm} MiB after the throughput run ({devices} active devices)"
+    );
+    service.shutdown().await.unwrap();
+}
+
+async fn latency(devices: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let service = iomt_runtime::start(&config(dir.path(), "1s"))
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/messages", service.http_addr.unwrap());
+    let client = reqwest::Client::new();
+    let mut fleet = fleet(devices, 11);
+    let mut clock = chrono::DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    // 1,000 messages/s as 50 requests of 20 per second, for 20 s.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, u64)>();
+    let status = service.status.clone();
+    let watcher = tokio::spawn(async move {
+        let mut pending: std::collections::VecDeque<(Instant, u64)> = Default::default();
+        let mut latencies = Vec::new();
+        let mut closed = false;
+        loop {
+            while let Ok(item) = rx.try_recv() {
+                pending.push_back(item);
+            }
+            if rx.is_closed() && rx.is_empty() {
+                closed = true;
+            }
+            let checkpoint = status.checkpoint();
+            while pending.front().is_some_and(|(_, last)| *last < checkpoint) {
+                let (sent, _) = pending.pop_front().unwrap();
+                latencies.push(sent.elapsed());
+            }
+            if closed && pending.is_empty() {
+                return latencies;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..1000 {
+        tick.tick().await;
+        let b = body(
+            &mut fleet,
+            20,
+            &mut clock,
+            chrono::TimeDelta::milliseconds(1),
+        );
+        let (client, url, tx) = (client.clone(), url.clone(), tx.clone());
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let last = send(&client, &url, b).await;
+            let _ = tx.send((sent, last));
+        });
+    }
+    drop(tx);
+    let mut latencies = watcher.await.unwrap();
+    latencies.sort();
+    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "latency at 1000 messages/s, flush interval 1 s: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} requests)",
+        q(0.50).as_secs_f64() * 1000.0,
+        q(0.99).as_secs_f64() * 1000.0,
+        latencies.last().unwrap().as_secs_f64() * 1000.0,
+        latencies.len()
+    );
+    service.shutdown().await.unwrap();
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a smoke test.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let messages = arg("--messages", if quick { 5_000 } else { 200_000 });
+    let devices = arg("--devices", if quick { 500 } else { 10_000 });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(throughput(messages, devices));
+    if !quick {
+        runtime.block_on(latency(devices));
+    }
+}

@@ -1,0 +1,579 @@
+//! The running pipeline: durable log → normalize → group → transform and persist, with every
+//! failure dead-lettered and progress checkpointed.
+//!
+//! # How a batch flows
+//! 1. **Gather**: records are read from the log until `flush_interval` has passed since the
+//!    batch's first record arrived, or `max_batch_messages` are in hand.
+//! 2. **Normalize** (on the blocking pool; pure): each record's message is wrapped in its
+//!    `{Body, Properties, SystemProperties}` envelope and matched against the device mapping.
+//!    A message that fails is dead-lettered byte for byte; the rest go on.
+//! 3. **Group** the batch's measurements per device, patient, encounter, type and window
+//!    (SPEC §6), exactly as `iomt test-mapping` does.
+//! 4. **Persist** the groups through the [`Sink`]: create, or merge into the existing
+//!    Observation. A group rejected for a reason of its own (not found, mismatch, invalid
+//!    value, 4xx) is dead-lettered at once. A retryable failure is tried again: while the
+//!    destination is down (every write fails and its health probe fails) the pipeline waits
+//!    and retries without limit — an outage dead-letters nothing; a group that keeps failing
+//!    while the destination is healthy is dead-lettered after `max_attempts`.
+//! 5. **Dead letters** of the batch are written (durably) to the store.
+//! 6. **Checkpoint**: the log position after the batch is committed; the log may then drop
+//!    the segments behind it.
+//!
+//! # What must hold
+//! * The checkpoint moves past a record only once everything derived from it is persisted
+//!   or in the dead-letter store. A crash at any point replays at most the batch in flight,
+//!   and replays are harmless: Observation ids are deterministic and merges idempotent.
+//! * One bad message or group never stops the others.
+//! * Batches are handled one at a time, in log order, so the groups of one device are
+//!   written in order (the FHIR client also orders each device's writes within a batch).
+//! * Nothing here logs message content or identifiers; the dead-letter store holds them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use iomt_log::{Entry, Log, LogReader};
+use iomt_model::Measurement;
+use iomt_normalize::EnvelopeBuilder;
+use iomt_store::{DeadLetterStore, NewDeadLetter, Stage};
+use iomt_transform::group::group_batch;
+use iomt_transform::{FhirTemplates, ObservationGroup, PeriodInterval};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use crate::config::PipelineSettings;
+use crate::error::RuntimeError;
+use crate::event::{DeviceEvent, EventKind};
+use crate::mappings::{Mappings, MappingsHandle};
+use crate::metrics::{Metrics, OutcomeLabel};
+use crate::sink::{Sink, SinkOutcome};
+use crate::status::Status;
+
+/// The log consumer name under which the pipeline checkpoints.
+pub const CONSUMER: &str = "pipeline";
+
+/// The class given to messages no device template matched (kept only with
+/// `pipeline.keep_unmatched`).
+pub const UNMATCHED_CLASS: &str = "NoMatchingTemplate";
+
+/// Everything the pipeline task needs.
+pub struct Pipeline {
+    /// The durable log.
+    pub log: Log,
+    /// The mappings in force.
+    pub mappings: Arc<MappingsHandle>,
+    /// Where Observations go.
+    pub sink: Sink,
+    /// Where failures go.
+    pub dead_letters: Arc<DeadLetterStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub settings: PipelineSettings,
+    /// Readiness and progress, shared with the admin listener.
+    pub status: Arc<Status>,
+}
+
+/// What normalizing a batch produced.
+#[derive(Default)]
+struct Normalized {
+    measurements: Vec<Measurement>,
+    dead: Vec<NewDeadLetter>,
+    normalized: u64,
+    unmatched: u64,
+}
+
+impl Pipeline {
+    /// Runs until `drain` turns true and every record appended before that is handled.
+    /// Sources must be stopped before `drain` is set, so the log's end is final.
+    ///
+    /// # Errors
+    /// The log or the dead-letter store failed in a way that retrying cannot fix (the
+    /// service stops; nothing unhandled is checkpointed).
+    pub async fn run(self, mut drain: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        let mut reader = self.log.reader(CONSUMER)?;
+        info!(
+            position = reader.position(),
+            sink = self.sink.kind(),
+            "pipeline started"
+        );
+        self.status.set_pipeline_running(true);
+        loop {
+            let draining = *drain.borrow();
+            let entries = self.gather(&mut reader, draining, &mut drain).await?;
+            if entries.is_empty() {
+                if draining && reader.position() >= self.log.stats().end_offset {
+                    break;
+                }
+                self.update_lag(reader.position());
+                continue;
+            }
+            let next = entries.last().map_or(0, |e| e.offset + 1);
+            match self.handle_batch(entries, &drain).await {
+                Ok(()) => {}
+                Err(RuntimeError::Interrupted) => {
+                    info!("pipeline stopped during an outage; the batch stays in the log");
+                    self.status.set_pipeline_running(false);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.status.set_pipeline_running(false);
+                    return Err(e);
+                }
+            }
+            self.log.commit(CONSUMER, next)?;
+            self.status.set_checkpoint(next);
+            self.update_lag(next);
+        }
+        info!(position = reader.position(), "pipeline drained");
+        self.status.set_pipeline_running(false);
+        Ok(())
+    }
+
+    fn update_lag(&self, position: u64) {
+        let stats = self.log.stats();
+        self.metrics
+            .log_lag_records
+            .set(stats.end_offset.saturating_sub(position) as i64);
+        self.metrics.log_bytes.set(stats.retained_bytes as i64);
+    }
+
+    /// Reads one batch: waits for a first record (up to the flush interval), then gathers
+    /// until the flush interval has passed since it arrived.
+    async fn gather(
+        &self,
+        reader: &mut LogReader,
+        draining: bool,
+        drain: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<Entry>, RuntimeError> {
+        let max = self.settings.max_batch_messages;
+        let interval = self.settings.flush_interval;
+        let first_wait = if draining {
+            Duration::from_millis(50)
+        } else {
+            interval
+        };
+        let mut entries = tokio::select! {
+            read = reader.next_batch(max, first_wait) => read?,
+            _ = drain.wait_for(|d| *d), if !draining => return Ok(Vec::new()),
+        };
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        let deadline = Instant::now() + interval;
+        while entries.len() < max && !draining {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let more = tokio::select! {
+                read = reader.next_batch(max - entries.len(), left) => read?,
+                _ = drain.wait_for(|d| *d) => break,
+            };
+            entries.extend(more);
+        }
+        Ok(entries)
+    }
+
+    async fn handle_batch(
+        &self,
+        entries: Vec<Entry>,
+        drain: &watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        let ingest_times: Vec<i64> = entries.iter().map(|e| e.record.timestamp_ms).collect();
+        let mappings = self.mappings.current();
+        let keep_unmatched = self.settings.keep_unmatched;
+
+        let started = Instant::now();
+        let worker_mappings = mappings.clone();
+        let normalized = tokio::task::spawn_blocking(move || {
+            normalize_batch(entries, &worker_mappings, keep_unmatched)
+        })
+        .await
+        .map_err(join_error)?;
+        self.metrics
+            .stage("normalize", started.elapsed().as_secs_f64());
+        self.metrics
+            .messages_normalized
+            .inc_by(normalized.normalized);
+        self.metrics.messages_unmatched.inc_by(normalized.unmatched);
+        self.metrics
+            .measurements
+            .inc_by(normalized.measurements.len() as u64);
+        let mut dead = normalized.dead;
+
+        let started = Instant::now();
+        let templates = mappings.fhir.clone();
+        let (groups, group_dead) = tokio::task::spawn_blocking(move || {
+            group_measurements(normalized.measurements, &templates)
+        })
+        .await
+        .map_err(join_error)?;
+        self.metrics.stage("group", started.elapsed().as_secs_f64());
+        self.metrics.groups.inc_by(groups.len() as u64);
+        dead.extend(group_dead);
+
+        let started = Instant::now();
+        let persist_dead = self
+            .persist_groups(groups, mappings.fhir.clone(), drain)
+            .await?;
+        self.metrics
+            .stage("persist", started.elapsed().as_secs_f64());
+        dead.extend(persist_dead);
+
+        for d in &dead {
+            self.metrics.error(&d.stage.to_string(), &d.class);
+        }
+        if !dead.is_empty() {
+            self.store_dead_letters(dead, drain).await?;
+        }
+
+        let now_ms = Utc::now().timestamp_millis();
+        for t in &ingest_times {
+            self.metrics
+                .ingest_to_persisted_seconds
+                .observe((now_ms - t).max(0) as f64 / 1000.0);
+        }
+        if let Some(newest) = ingest_times.iter().max() {
+            self.metrics.last_handled_ingest_time.set(newest / 1000);
+            self.status.set_last_handled(*newest);
+        }
+        Ok(())
+    }
+
+    /// Persists with the retry policy of the module docs; returns the dead letters.
+    async fn persist_groups(
+        &self,
+        groups: Vec<ObservationGroup>,
+        templates: Arc<FhirTemplates>,
+        drain: &watch::Receiver<bool>,
+    ) -> Result<Vec<NewDeadLetter>, RuntimeError> {
+        let mut dead = Vec::new();
+        let mut pending: Vec<(ObservationGroup, u32)> =
+            groups.into_iter().map(|g| (g, 0)).collect();
+        let mut backoff = Duration::from_millis(500);
+        while !pending.is_empty() {
+            let attempts: Vec<u32> = pending.iter().map(|(_, a)| *a).collect();
+            let batch: Vec<ObservationGroup> = pending.drain(..).map(|(g, _)| g).collect();
+            let total = batch.len();
+            let outcomes = self.sink.persist(batch, templates.clone()).await;
+            let mut retry = Vec::new();
+            let mut saved_any = false;
+            for (outcome, attempt) in outcomes.into_iter().zip(attempts) {
+                match outcome {
+                    SinkOutcome::Saved(kind) => {
+                        saved_any = true;
+                        self.metrics
+                            .observations_saved
+                            .get_or_create(&OutcomeLabel {
+                                outcome: kind.label().into(),
+                            })
+                            .inc();
+                    }
+                    SinkOutcome::Failed(f) if !f.retryable => {
+                        saved_any = true; // the destination answered
+                        dead.push(group_dead_letter(
+                            &f.group,
+                            Stage::Persist,
+                            &f.class,
+                            &f.reason,
+                            false,
+                        ));
+                    }
+                    SinkOutcome::Failed(f) => retry.push((f, attempt + 1)),
+                }
+            }
+            if retry.is_empty() {
+                self.metrics.destination_unavailable.set(0);
+                self.status.set_destination_error(None);
+                break;
+            }
+            let outage = !saved_any && retry.len() == total && !self.sink.healthy().await;
+            if outage {
+                let reason = retry[0].0.reason.clone();
+                warn!(groups = retry.len(), error = %reason, backoff = ?backoff, "destination unavailable; waiting before retrying the batch");
+                self.metrics.destination_unavailable.set(1);
+                self.status.set_destination_error(Some(reason));
+                // During an outage attempts are not counted: nothing is dead-lettered.
+                pending = retry.into_iter().map(|(f, a)| (f.group, a - 1)).collect();
+            } else {
+                for (f, attempt) in retry {
+                    if attempt >= self.settings.max_attempts {
+                        dead.push(group_dead_letter(
+                            &f.group,
+                            Stage::Persist,
+                            &f.class,
+                            &f.reason,
+                            true,
+                        ));
+                    } else {
+                        pending.push((f.group, attempt));
+                    }
+                }
+                self.metrics.persist_retries.inc_by(pending.len() as u64);
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if *drain.borrow() && outage {
+                return Err(RuntimeError::Interrupted);
+            }
+            let mut drain = drain.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = drain.wait_for(|d| *d), if outage => return Err(RuntimeError::Interrupted),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        Ok(dead)
+    }
+
+    async fn store_dead_letters(
+        &self,
+        dead: Vec<NewDeadLetter>,
+        drain: &watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        let count = dead.len() as u64;
+        let dead = Arc::new(dead);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let store = self.dead_letters.clone();
+            let entries = dead.clone();
+            let result = tokio::task::spawn_blocking(move || store.put(&entries))
+                .await
+                .map_err(join_error)?;
+            match result {
+                Ok(_) => {
+                    self.metrics.dead_letters_stored.inc_by(count);
+                    debug!(count, "dead letters stored");
+                    return Ok(());
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot write the dead-letter store; retrying (the batch is not checkpointed)");
+                    if *drain.borrow() {
+                        return Err(RuntimeError::Interrupted);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> RuntimeError {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    RuntimeError::Interrupted
+}
+
+/// Step 2: every record of the batch through the device mapping.
+fn normalize_batch(entries: Vec<Entry>, mappings: &Mappings, keep_unmatched: bool) -> Normalized {
+    let mut out = Normalized::default();
+    let mut envelope = EnvelopeBuilder::new();
+    let now = Utc::now();
+    for entry in entries {
+        let event = DeviceEvent::from_record(&entry.record);
+        match event.kind {
+            EventKind::Measurements => match parse_measurements(&event.body) {
+                Ok(ms) => {
+                    out.normalized += 1;
+                    out.measurements.extend(ms);
+                }
+                Err(reason) => out.dead.push(message_dead_letter(
+                    &entry,
+                    &event,
+                    Stage::Normalize,
+                    "InvalidDataFormatException",
+                    reason,
+                    now,
+                )),
+            },
+            EventKind::Message => {
+                let properties: Vec<(String, serde_json::Value)> = event
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                let system: Vec<(String, serde_json::Value)> = event
+                    .system_properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                let before = out.measurements.len();
+                let result = envelope
+                    .build(&event.body, &properties, &system)
+                    .and_then(|token| {
+                        mappings
+                            .device
+                            .normalize_into(&token, &mut out.measurements)
+                    });
+                match result {
+                    Ok(()) if out.measurements.len() > before => out.normalized += 1,
+                    Ok(()) => {
+                        out.unmatched += 1;
+                        if keep_unmatched {
+                            out.dead.push(message_dead_letter(
+                                &entry,
+                                &event,
+                                Stage::Normalize,
+                                UNMATCHED_CLASS,
+                                "no device template matched this message: check the templates' typeMatchExpression against it with `iomt test-mapping`".into(),
+                                now,
+                            ));
+                        }
+                    }
+                    Err(e) => out.dead.push(message_dead_letter(
+                        &entry,
+                        &event,
+                        Stage::Normalize,
+                        e.class().name(),
+                        e.to_string(),
+                        now,
+                    )),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn parse_measurements(body: &[u8]) -> Result<Vec<Measurement>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "measurements are not utf-8".to_owned())?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Measurement::from_wire_json(l).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Step 3: group as SPEC §6, one dead letter per group that cannot be grouped.
+fn group_measurements(
+    measurements: Vec<Measurement>,
+    templates: &FhirTemplates,
+) -> (Vec<ObservationGroup>, Vec<NewDeadLetter>) {
+    let mut groups = Vec::new();
+    let mut dead = Vec::new();
+    for group in group_batch(measurements) {
+        let Some(template) = templates.get(group.type_name()) else {
+            let reason = format!(
+                "no fhir template has typeName {:?}: add one to the fhir mapping, or fix the device template's typeName",
+                group.type_name()
+            );
+            dead.push(measurements_dead_letter(
+                &group.measurements,
+                Stage::Group,
+                "TemplateNotFoundException",
+                &reason,
+                false,
+            ));
+            continue;
+        };
+        let spec = template.window_spec();
+        let keep =
+            (spec.interval == PeriodInterval::CorrelationId).then(|| group.measurements.clone());
+        match group.observation_groups(&spec) {
+            Ok(gs) => groups.extend(gs),
+            Err(e) => dead.push(measurements_dead_letter(
+                keep.as_deref().unwrap_or_default(),
+                Stage::Group,
+                e.class().name(),
+                &e.to_string(),
+                false,
+            )),
+        }
+    }
+    (groups, dead)
+}
+
+fn message_dead_letter(
+    entry: &Entry,
+    event: &DeviceEvent,
+    stage: Stage,
+    class: &str,
+    reason: String,
+    now: DateTime<Utc>,
+) -> NewDeadLetter {
+    NewDeadLetter {
+        class: class.to_owned(),
+        stage,
+        reason,
+        occurred_at: now,
+        device_id: None,
+        retryable: false,
+        source: event.source.clone(),
+        log_offset: Some(entry.offset),
+        headers: entry
+            .record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect(),
+        payload: event.body.to_vec(),
+    }
+}
+
+fn measurements_dead_letter(
+    measurements: &[Measurement],
+    stage: Stage,
+    class: &str,
+    reason: &str,
+    retryable: bool,
+) -> NewDeadLetter {
+    let mut payload = String::new();
+    for m in measurements {
+        payload.push_str(&m.to_wire_json());
+        payload.push('\n');
+    }
+    NewDeadLetter {
+        class: class.to_owned(),
+        stage,
+        reason: reason.to_owned(),
+        occurred_at: Utc::now(),
+        device_id: measurements.first().map(|m| m.device_id.clone()),
+        retryable,
+        source: "pipeline".into(),
+        log_offset: None,
+        headers: vec![("kind".into(), "measurements".into())],
+        payload: payload.into_bytes(),
+    }
+}
+
+fn group_dead_letter(
+    group: &ObservationGroup,
+    stage: Stage,
+    class: &str,
+    reason: &str,
+    retryable: bool,
+) -> NewDeadLetter {
+    measurements_dead_letter(&measurements_of(group), stage, class, reason, retryable)
+}
+
+/// The measurements a group was made of (one per instant, all its properties), so a
+/// dead-lettered group can be redriven through grouping again.
+pub(crate) fn measurements_of(group: &ObservationGroup) -> Vec<Measurement> {
+    let mut by_time: std::collections::BTreeMap<DateTime<Utc>, Measurement> =
+        std::collections::BTreeMap::new();
+    for property in &group.properties {
+        for tv in &property.values {
+            by_time
+                .entry(tv.time)
+                .or_insert_with(|| Measurement {
+                    type_name: group.type_name.clone(),
+                    occurrence_time_utc: tv.time,
+                    ingestion_time_utc: None,
+                    device_id: group.device_id.clone(),
+                    patient_id: group.patient_id.clone(),
+                    encounter_id: group.encounter_id.clone(),
+                    correlation_id: group.correlation_id.clone(),
+                    properties: Vec::new(),
+                })
+                .properties
+                .push(iomt_model::MeasurementProperty {
+                    name: property.name.clone(),
+                    value: tv.value.clone(),
+                });
+        }
+    }
+    by_time.into_values().collect()
+}

@@ -1,0 +1,201 @@
+//! The persist stage's destination: a FHIR server (through `iomt-fhir-client`) or the
+//! embedded local store (`iomt-store`), behind one interface so the pipeline treats them alike.
+//!
+//! What must hold: one [`SinkOutcome`] per group, in input order; a failure carries the group,
+//! its error class, a reason without secrets, and whether trying again later may succeed.
+
+use std::sync::Arc;
+
+use iomt_fhir_client::{PersistOutcome, Persister, RetryHint};
+use iomt_store::{LocalFhirStore, LocalIdentityMode, StoreOutcome};
+use iomt_transform::{FhirTemplates, ObservationGroup};
+
+/// What happened to one group.
+#[derive(Debug)]
+pub enum SinkOutcome {
+    /// Written or found unchanged.
+    Saved(SavedKind),
+    /// Not persisted.
+    Failed(Box<SinkFailure>),
+}
+
+/// How a group was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedKind {
+    /// A new Observation.
+    Created,
+    /// Merged into an existing Observation.
+    Updated,
+    /// The existing Observation already had everything.
+    Unchanged,
+}
+
+impl SavedKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SavedKind::Created => "created",
+            SavedKind::Updated => "updated",
+            SavedKind::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// A group that was not persisted.
+#[derive(Debug)]
+pub struct SinkFailure {
+    /// The group, unchanged.
+    pub group: ObservationGroup,
+    /// The error class (the original's catalogue name).
+    pub class: String,
+    /// Why, in words (no secrets, no identifiers).
+    pub reason: String,
+    /// Whether trying again later may succeed.
+    pub retryable: bool,
+}
+
+/// Where Observations go.
+#[derive(Clone)]
+pub enum Sink {
+    /// A FHIR server.
+    Fhir(Arc<FhirSink>),
+    /// The embedded local store.
+    Local(Arc<LocalFhirStore>),
+}
+
+/// A FHIR server destination. The client holds the FHIR templates it builds Observations
+/// with; when the mappings are reloaded a new client is made for the new templates (caches
+/// start empty; they are hints, so this costs lookups, never correctness).
+pub struct FhirSink {
+    config: iomt_fhir_client::FhirClientConfig,
+    current: std::sync::Mutex<(Arc<FhirTemplates>, Persister)>,
+}
+
+impl FhirSink {
+    /// A destination for `config`, with the templates in force.
+    ///
+    /// # Errors
+    /// The client cannot be built (a secret cannot be read, a key does not parse).
+    pub fn new(
+        config: iomt_fhir_client::FhirClientConfig,
+        templates: Arc<FhirTemplates>,
+    ) -> Result<FhirSink, iomt_fhir_client::FhirClientError> {
+        let persister = Persister::new(&config, templates.clone())?;
+        Ok(FhirSink {
+            config,
+            current: std::sync::Mutex::new((templates, persister)),
+        })
+    }
+
+    /// The client for `templates`, rebuilt if they changed since the last call.
+    pub fn persister(&self, templates: &Arc<FhirTemplates>) -> Persister {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&current.0, templates) {
+            match Persister::new(&self.config, templates.clone()) {
+                Ok(p) => *current = (templates.clone(), p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rebuild the fhir client for the reloaded mappings; keeping the previous one")
+                }
+            }
+        }
+        current.1.clone()
+    }
+}
+
+/// Maps a configured identity mode name to the local store's mode.
+pub(crate) fn local_identity_mode(name: &str) -> Option<LocalIdentityMode> {
+    match name.to_ascii_lowercase().replace(['_', '-'], "").as_str() {
+        "create" => Some(LocalIdentityMode::Create),
+        "lookup" => Some(LocalIdentityMode::Lookup),
+        "lookupwithencounter" => Some(LocalIdentityMode::LookupWithEncounter),
+        _ => None,
+    }
+}
+
+impl Sink {
+    /// A short name for logs (`fhir`, `local`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Sink::Fhir(_) => "fhir",
+            Sink::Local(_) => "local",
+        }
+    }
+
+    /// Whether the destination answers its health probe (a FHIR server's `metadata`; the
+    /// local store always does).
+    pub async fn healthy(&self) -> bool {
+        match self {
+            Sink::Fhir(fhir) => {
+                let persister = fhir
+                    .current
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .1
+                    .clone();
+                persister.healthcheck().await.is_ok()
+            }
+            Sink::Local(_) => true,
+        }
+    }
+
+    /// Persists `groups` with `templates`; one outcome per group, in order.
+    pub async fn persist(
+        &self,
+        groups: Vec<ObservationGroup>,
+        templates: Arc<FhirTemplates>,
+    ) -> Vec<SinkOutcome> {
+        match self {
+            Sink::Fhir(fhir) => fhir
+                .persister(&templates)
+                .persist(groups)
+                .await
+                .into_iter()
+                .map(|o| match o {
+                    PersistOutcome::Created { .. } => SinkOutcome::Saved(SavedKind::Created),
+                    PersistOutcome::Updated { .. } => SinkOutcome::Saved(SavedKind::Updated),
+                    PersistOutcome::Unchanged { .. } => SinkOutcome::Saved(SavedKind::Unchanged),
+                    PersistOutcome::Failed(f) => {
+                        let f = *f;
+                        SinkOutcome::Failed(Box::new(SinkFailure {
+                            class: f.error.class().name().to_owned(),
+                            reason: f.error.to_string(),
+                            retryable: !matches!(f.error.retry_hint(), RetryHint::NoRetry),
+                            group: f.group,
+                        }))
+                    }
+                })
+                .collect(),
+            Sink::Local(store) => {
+                let store = store.clone();
+                let count = groups.len();
+                let joined =
+                    tokio::task::spawn_blocking(move || store.persist(groups, &templates)).await;
+                match joined {
+                    Ok(outcomes) => outcomes.into_iter().map(from_store).collect(),
+                    Err(e) => {
+                        // A panic in the store is a bug; re-raise it rather than lose groups.
+                        if e.is_panic() {
+                            std::panic::resume_unwind(e.into_panic());
+                        }
+                        debug_assert!(count == 0, "store task cancelled");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn from_store(outcome: StoreOutcome) -> SinkOutcome {
+    match outcome {
+        StoreOutcome::Created { .. } => SinkOutcome::Saved(SavedKind::Created),
+        StoreOutcome::Updated { .. } => SinkOutcome::Saved(SavedKind::Updated),
+        StoreOutcome::Unchanged { .. } => SinkOutcome::Saved(SavedKind::Unchanged),
+        StoreOutcome::Failed { group, error } => SinkOutcome::Failed(Box::new(SinkFailure {
+            class: error.class().to_owned(),
+            reason: error.to_string(),
+            retryable: error.is_retryable(),
+            group,
+        })),
+    }
+}

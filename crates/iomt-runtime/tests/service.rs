@@ -1,0 +1,421 @@
+//! The service end to end on loopback: HTTP ingest → durable log → pipeline → local FHIR store
+//! and dead-letter store, with the admin API.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use iomt_runtime::{PipelineConfig, RunningService};
+use iomt_store::{DeadLetterFilter, Stage};
+
+const API_KEY: &str = "test-key-0123456789abcdef";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn config(dir: &Path, extra: &str) -> PipelineConfig {
+    let examples = repo_root().join("examples/wearable");
+    let text = format!(
+        "
+version: 1
+data_dir: {data}
+mappings:
+  device: {device}
+  fhir: {fhir}
+  reload_interval: 100ms
+sources:
+  http:
+    listen: 127.0.0.1:0
+    max_body: 64KiB
+    auth:
+      api_keys: [{{value: {API_KEY}}}]
+pipeline:
+  flush_interval: 100ms
+  keep_unmatched: true
+destination:
+  local: {{}}
+admin:
+  listen: 127.0.0.1:0
+  auth:
+    api_keys: [{{value: {API_KEY}}}]
+{extra}",
+        data = dir.display(),
+        device = examples.join("devicecontent.json").display(),
+        fhir = examples.join("fhirmapping.json").display(),
+    );
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = PipelineConfig::load(&path).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+async fn post(
+    service: &RunningService,
+    path: &str,
+    body: &str,
+    content_type: &str,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{}{path}", service.http_addr.unwrap());
+    let body = body.to_owned();
+    let content_type = content_type.to_owned();
+    let key = key.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let mut request = agent.post(&url).header("content-type", &content_type);
+        if let Some(key) = key {
+            request = request.header("authorization", &format!("Bearer {key}"));
+        }
+        let mut response = request.send(body.as_bytes()).unwrap();
+        let status = response.status().as_u16();
+        let value = response
+            .body_mut()
+            .read_json::<serde_json::Value>()
+            .unwrap_or_default();
+        (status, value)
+    })
+    .await
+    .unwrap()
+}
+
+async fn admin_get(service: &RunningService, path: &str, key: Option<&str>) -> (u16, String) {
+    let url = format!("http://{}{path}", service.admin_addr.unwrap());
+    let key = key.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let mut request = agent.get(&url);
+        if let Some(key) = key {
+            request = request.header("authorization", &format!("Bearer {key}"));
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the pipeline has handled everything in the log.
+async fn caught_up(service: &RunningService) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let end = service.log.stats().end_offset;
+        if end > 0 && service.status.checkpoint() >= end {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pipeline did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_land_as_observations_and_failures_as_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = iomt_runtime::start(&config(dir.path(), "")).await.unwrap();
+    let messages =
+        std::fs::read_to_string(repo_root().join("examples/wearable/messages.ndjson")).unwrap();
+    let unmatched = "{\"deviceId\":\"x\",\"somethingElse\":1}\n";
+    let body = format!("{messages}{unmatched}");
+
+    let (status, answer) = post(
+        &service,
+        "/v1/messages",
+        &body,
+        "application/x-ndjson",
+        Some(API_KEY),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 10);
+    caught_up(&service).await;
+
+    let store = service.local_store.clone().unwrap();
+    let counts = store.counts().unwrap();
+    // heart rate (2 devices x hour windows + oximeter), spo2, blood pressure, steps,
+    // temperature: at least one Observation per type that normalized.
+    assert!(counts.observations >= 6, "{counts:?}");
+    assert!(counts.devices >= 5 && counts.patients >= 4, "{counts:?}");
+
+    let dead = service
+        .dead_letters
+        .list(&DeadLetterFilter::default())
+        .unwrap();
+    let classes: Vec<(&str, Stage)> = dead.iter().map(|d| (d.class.as_str(), d.stage)).collect();
+    assert!(
+        classes.contains(&("InvalidDataFormatException", Stage::Normalize)),
+        "{classes:?}"
+    );
+    assert!(
+        classes.contains(&("IncompatibleDataException", Stage::Normalize)),
+        "{classes:?}"
+    );
+    assert!(
+        classes.contains(&("NoMatchingTemplate", Stage::Normalize)),
+        "{classes:?}"
+    );
+    let bad = dead
+        .iter()
+        .find(|d| d.class == "InvalidDataFormatException")
+        .unwrap();
+    let entry = service.dead_letters.get(bad.id).unwrap().unwrap();
+    assert_eq!(
+        entry.payload, b"not json at all",
+        "the message is kept byte for byte"
+    );
+
+    // The admin API: open health, authenticated dead letters, metrics that add up.
+    assert_eq!(admin_get(&service, "/healthz", None).await.0, 200);
+    let (ready, text) = admin_get(&service, "/readyz", None).await;
+    assert_eq!(ready, 200, "{text}");
+    assert_eq!(admin_get(&service, "/v1/dead-letters", None).await.0, 401);
+    let (code, listed) =
+        admin_get(&service, "/v1/dead-letters?stage=normalize", Some(API_KEY)).await;
+    assert_eq!(code, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 3);
+    let (_, metrics) = admin_get(&service, "/metrics", None).await;
+    assert!(
+        metrics.contains("iomt_messages_received_total{source=\"http\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("iomt_messages_normalized_total 7"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("iomt_messages_unmatched_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("patient-0001"),
+        "no identifiers in metrics"
+    );
+
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_refuses_what_it_cannot_take_and_stores_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = iomt_runtime::start(&config(dir.path(), "")).await.unwrap();
+    let one = r#"{"deviceId":"d","patientId":"p","endDate":"2026-11-26T08:00:00Z","heartRate":70}"#;
+
+    assert_eq!(
+        post(&service, "/v1/messages", one, "application/json", None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &service,
+            "/v1/messages",
+            one,
+            "application/json",
+            Some("wrong-key-0123456789")
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, answer) = post(
+        &service,
+        "/v1/messages",
+        "{\"a\":",
+        "application/json",
+        Some(API_KEY),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("not json"),
+        "{answer}"
+    );
+    let big = format!("[{}]", vec![one; 1000].join(","));
+    assert_eq!(
+        post(
+            &service,
+            "/v1/messages",
+            &big,
+            "application/json",
+            Some(API_KEY)
+        )
+        .await
+        .0,
+        413
+    );
+    assert_eq!(
+        service.log.stats().end_offset,
+        0,
+        "nothing refused was stored"
+    );
+
+    let (status, answer) = post(
+        &service,
+        "/v1/messages",
+        &format!("[{one},{one}]"),
+        "application/json",
+        Some(API_KEY),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["accepted"], 2);
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_mapping_reload_keeps_the_last_good_mappings() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = repo_root().join("examples/wearable");
+    let device = dir.path().join("devicecontent.json");
+    std::fs::copy(examples.join("devicecontent.json"), &device).unwrap();
+    let mut config = config(dir.path(), "");
+    config.mappings.device = device.clone();
+    let service = iomt_runtime::start(&config).await.unwrap();
+
+    std::fs::write(
+        &device,
+        "{\"templateType\": \"CollectionContent\", \"template\": [{]}",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = admin_get(&service, "/readyz", None).await;
+        if code == 503 && text.contains("mapping reload failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload failure not reported: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still normalizing with the last good mapping.
+    let one = r#"{"deviceId":"d","patientId":"p","endDate":"2026-11-26T08:00:00Z","heartRate":70}"#;
+    assert_eq!(
+        post(
+            &service,
+            "/v1/messages",
+            one,
+            "application/json",
+            Some(API_KEY)
+        )
+        .await
+        .0,
+        202
+    );
+    caught_up(&service).await;
+    assert_eq!(
+        service
+            .local_store
+            .clone()
+            .unwrap()
+            .counts()
+            .unwrap()
+            .observations,
+        1
+    );
+
+    std::fs::copy(examples.join("devicecontent.json"), &device).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin_get(&service, "/readyz", None).await.0 != 200 {
+        assert!(Instant::now() < deadline, "valid reload not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redriven_dead_letters_land_after_the_mapping_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = repo_root().join("examples/wearable");
+    // A FHIR mapping without the heart-rate template: heart-rate groups are dead-lettered.
+    let fhir_text = std::fs::read_to_string(examples.join("fhirmapping.json")).unwrap();
+    let mut fhir: serde_json::Value = serde_json::from_str(&fhir_text).unwrap();
+    fhir["template"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| t["template"]["typeName"] != "heartrate");
+    let fhir_path = dir.path().join("fhirmapping.json");
+    std::fs::write(&fhir_path, serde_json::to_string_pretty(&fhir).unwrap()).unwrap();
+    let mut config = config(dir.path(), "");
+    config.mappings.fhir = fhir_path.clone();
+    let service = iomt_runtime::start(&config).await.unwrap();
+
+    let one = r#"{"deviceId":"d","patientId":"p","endDate":"2026-11-26T08:00:00Z","heartRate":70}"#;
+    assert_eq!(
+        post(
+            &service,
+            "/v1/messages",
+            one,
+            "application/json",
+            Some(API_KEY)
+        )
+        .await
+        .0,
+        202
+    );
+    caught_up(&service).await;
+    let dead = service
+        .dead_letters
+        .list(&DeadLetterFilter::default())
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].class.as_str(), dead[0].stage),
+        ("TemplateNotFoundException", Stage::Group)
+    );
+    assert_eq!(
+        service
+            .local_store
+            .clone()
+            .unwrap()
+            .counts()
+            .unwrap()
+            .observations,
+        0
+    );
+
+    // Fix the mapping, wait for the reload, redrive.
+    std::fs::write(&fhir_path, &fhir_text).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = iomt_runtime::dead_letter::redrive(
+        &service.dead_letters,
+        &service.log,
+        &DeadLetterFilter::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.redriven, 1);
+    caught_up(&service).await;
+    assert_eq!(
+        service
+            .local_store
+            .clone()
+            .unwrap()
+            .counts()
+            .unwrap()
+            .observations,
+        1
+    );
+    assert!(
+        service
+            .dead_letters
+            .list(&DeadLetterFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+    service.shutdown().await.unwrap();
+}

@@ -1,0 +1,603 @@
+//! The local FHIR store: the Patients, Devices, Encounters and Observations the pipeline
+//! writes, kept in an SQLite file, so that `iomt run` without a FHIR server (and a gateway
+//! between uplinks) shows Observations at once.
+//!
+//! **It is not a FHIR server.** It has no REST API, no search beyond identifier lookups, no
+//! history, no validation, no references checking, and keeps only the four resource types
+//! above. It does the job the persist stage does against a FHIR server — identity resolution
+//! (SPEC §9) and create-or-merge of Observations (SPEC §8) — and hands the result to
+//! `iomt export` as FHIR NDJSON, which any FHIR server can import.
+//!
+//! # Same Observations as the FHIR path
+//! Building an Observation from a group, its identifier and id, merging a group into an
+//! existing Observation and deciding that nothing changed are `iomt_transform`'s functions, the
+//! very ones `iomt-fhir-client` calls; identity resolution follows the same table (see
+//! `identity`). The only members this store writes itself are `meta.versionId` (1, then +1 per
+//! write) and `meta.lastUpdated`, which a FHIR server sets too.
+//!
+//! # One call, one transaction
+//! [`LocalFhirStore::persist`] resolves every group's identity, builds and merges its
+//! Observation (groups for the same Observation in input order, each seeing the previous
+//! one's result; distinct Observations on up to [`LocalStoreConfig::workers`] threads), then
+//! writes each changed Observation once and commits (see `persist`). If a write or the commit
+//! fails, nothing of the call is kept and every group comes back `Failed` with the storage
+//! error; a group's own failure (identity, mapping) fails only that group.
+//!
+//! # Caches
+//! Recently written hour/day Observations are kept parsed, by identifier, bounded by
+//! [`LocalStoreConfig::observation_cache_bytes`] (see `cache`); identities per device and
+//! encounter identifier. Both learn a call's results only after its commit. One-instant
+//! Observations (`periodInterval` 0) are not cached, as on the FHIR path: nothing continues
+//! them, and a replayed group finds its Observation through its identifier.
+//!
+//! # Concurrency and durability
+//! One writer connection behind a mutex (SQLite has one writer at a time anyway) and one
+//! reader connection for [`get`](LocalFhirStore::get) and friends, which in WAL mode never
+//! waits for the writer and sees committed data only. `synchronous=NORMAL`: a commit survives
+//! a crash of the process; a power cut may lose the last commits (which the pipeline replays
+//! from its log), unlike the dead-letter store which flushes every commit.
+
+mod cache;
+mod db;
+mod identity;
+mod persist;
+mod resource;
+
+use std::fmt;
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::Utc;
+use iomt_transform::{FhirTemplates, IdPrecision, ObservationGroup};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use self::cache::ObservationCache;
+use self::identity::IdentityCache;
+use self::persist::{PERSIST, Persist, Results, Written};
+use self::resource::{RESOURCE_TYPES, instant, is_valid_id, known_type, parse_stored};
+use crate::error::StoreError;
+use crate::sqlite::{self, FileKind};
+
+/// How groups are linked to their Device, Patient and Encounter (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalIdentityMode {
+    /// Look the Device up; when it (or its Patient) is missing, create the Patient and the
+    /// Device from the message's ids. The default here, so that a newcomer's first messages
+    /// become Observations without seeding anything.
+    #[default]
+    Create,
+    /// The Device must exist ([`LocalFhirStore::put_resource`]) and name its Patient.
+    Lookup,
+    /// As `Lookup`, and every group must have an encounter id whose Encounter exists.
+    LookupWithEncounter,
+}
+
+impl LocalIdentityMode {
+    /// The name used in configuration and messages (`create`, `lookup`,
+    /// `lookup_with_encounter`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalIdentityMode::Create => "create",
+            LocalIdentityMode::Lookup => "lookup",
+            LocalIdentityMode::LookupWithEncounter => "lookup_with_encounter",
+        }
+    }
+}
+
+impl fmt::Display for LocalIdentityMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that names no identity mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown identity mode '{given}': use create, lookup or lookup_with_encounter")]
+pub struct UnknownIdentityMode {
+    /// The text given.
+    pub given: String,
+}
+
+impl FromStr for LocalIdentityMode {
+    type Err = UnknownIdentityMode;
+
+    /// Accepts the names above and, case-insensitively, the original's setting values
+    /// (`Create`, `LookupWithEncounter`, `R4DeviceAndPatientCreateIdentityService`, …).
+    fn from_str(s: &str) -> Result<LocalIdentityMode, UnknownIdentityMode> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "create" | "r4deviceandpatientcreateidentityservice" => Ok(LocalIdentityMode::Create),
+            "lookup" | "r4deviceandpatientlookupidentityservice" => Ok(LocalIdentityMode::Lookup),
+            "lookup_with_encounter"
+            | "lookupwithencounter"
+            | "r4deviceandpatientwithencounterlookupidentityservice" => {
+                Ok(LocalIdentityMode::LookupWithEncounter)
+            }
+            _ => Err(UnknownIdentityMode {
+                given: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// How the local store resolves identities and names Observations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalStoreConfig {
+    /// The identity mode.
+    pub identity: LocalIdentityMode,
+    /// The identifier system Devices are looked up (and created) with; blank means none.
+    pub default_device_identifier_system: Option<String>,
+    /// The precision of Observation identifier time segments (keep the default for a store
+    /// that already holds Observations: changing it changes every identifier).
+    pub id_precision: IdPrecision,
+    /// The most memory (estimated) the cache of parsed hour/day Observations may take; 0
+    /// disables it. An hour of 1-second SampledData takes ~17 KB.
+    pub observation_cache_bytes: usize,
+    /// How many device and encounter identities are cached (each).
+    pub identity_cache_entries: NonZeroUsize,
+    /// How many threads build and merge a call's Observations, the calling thread included
+    /// (calls with few distinct Observations use only the caller). Default 1: on a machine
+    /// whose cores are busy — the service's other stages, other programs — extra threads cost
+    /// about a fifth more CPU per group for no gain (measured with `benches/store.rs`); raise
+    /// it where cores sit idle while persisting is the bottleneck (merging hour SampledData is
+    /// CPU-bound in `iomt_transform`).
+    pub workers: NonZeroUsize,
+}
+
+impl Default for LocalStoreConfig {
+    fn default() -> LocalStoreConfig {
+        LocalStoreConfig {
+            identity: LocalIdentityMode::default(),
+            default_device_identifier_system: None,
+            id_precision: IdPrecision::default(),
+            observation_cache_bytes: 128 << 20,
+            identity_cache_entries: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+            workers: NonZeroUsize::MIN,
+        }
+    }
+}
+
+/// What happened to one group.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "outcomes live for one call; the failed group moves on to the dead-letter store unboxed"
+)]
+pub enum StoreOutcome {
+    /// A new Observation was written.
+    Created {
+        /// The Observation's id.
+        id: String,
+    },
+    /// The group was merged into an existing Observation, which was written.
+    Updated {
+        /// The Observation's id.
+        id: String,
+    },
+    /// The existing Observation already had everything: nothing was written.
+    Unchanged {
+        /// The Observation's id.
+        id: String,
+    },
+    /// The group could not be persisted; it is handed back for the dead-letter store.
+    Failed {
+        /// The group, unchanged.
+        group: ObservationGroup,
+        /// Why ([`StoreError::class`], [`StoreError::is_retryable`]).
+        error: StoreError,
+    },
+}
+
+impl StoreOutcome {
+    /// The Observation id, for the outcomes that have one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            StoreOutcome::Created { id }
+            | StoreOutcome::Updated { id }
+            | StoreOutcome::Unchanged { id } => Some(id),
+            StoreOutcome::Failed { .. } => None,
+        }
+    }
+
+    /// The error, if the group failed.
+    pub fn error(&self) -> Option<&StoreError> {
+        match self {
+            StoreOutcome::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// How many resources of each type the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceCounts {
+    /// Patients.
+    pub patients: u64,
+    /// Devices.
+    pub devices: u64,
+    /// Encounters.
+    pub encounters: u64,
+    /// Observations.
+    pub observations: u64,
+}
+
+impl ResourceCounts {
+    /// All resources.
+    pub fn total(&self) -> u64 {
+        self.patients + self.devices + self.encounters + self.observations
+    }
+}
+
+const KIND: FileKind = FileKind {
+    application_id: 0x494f_4d46, // "IOMF"
+    description: "an iomt local fhir store",
+    schema_version: 1,
+    schema: db::SCHEMA,
+    synchronous: "NORMAL",
+    cache_kib: 64 * 1024,
+    // Measured (benches/store.rs): 8 KiB pages hold an hour of SampledData in two pages and
+    // make index pages wider; smaller pages were slower, larger ones no faster.
+    page_size: 8192,
+    // Merges rewrite the same hour/day Observations and new ones touch random index pages:
+    // a checkpoint every 32 MiB of log copies each page once however often it changed since.
+    wal_autocheckpoint_pages: 4096,
+};
+
+/// The local FHIR store (see the module docs). `Send + Sync`; writes are serialized.
+#[derive(Debug)]
+pub struct LocalFhirStore {
+    path: PathBuf,
+    config: LocalStoreConfig,
+    writer: Mutex<Writer>,
+    reader: Mutex<Connection>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    observations: ObservationCache,
+    identities: IdentityCache,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while the lock was held rolled its transaction back (Transaction's drop) before
+    // any cache was touched (caches change only after a commit), so the state is consistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalFhirStore {
+    /// Opens the store at `path`, creating the file (and its directory) when missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`], [`StoreError::WrongFile`] (e.g. the dead-letter file),
+    /// [`StoreError::NewerSchema`].
+    pub fn open(path: &Path, config: LocalStoreConfig) -> Result<LocalFhirStore, StoreError> {
+        let mut config = config;
+        config.default_device_identifier_system = config
+            .default_device_identifier_system
+            .filter(|s| !s.trim().is_empty());
+        let conn = sqlite::open(path, &KIND)?;
+        let reader = sqlite::open_more(path, &KIND)?;
+        Ok(LocalFhirStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer {
+                conn,
+                observations: ObservationCache::new(config.observation_cache_bytes),
+                identities: IdentityCache::new(config.identity_cache_entries.get()),
+            }),
+            reader: Mutex::new(reader),
+            config,
+        })
+    }
+
+    /// The configuration in effect (a blank device identifier system is `None`).
+    pub fn config(&self) -> &LocalStoreConfig {
+        &self.config
+    }
+
+    /// Persists `groups`: one outcome per group, in order, all in one transaction (see the
+    /// module docs).
+    pub fn persist(
+        &self,
+        groups: Vec<ObservationGroup>,
+        templates: &FhirTemplates,
+    ) -> Vec<StoreOutcome> {
+        if groups.is_empty() {
+            return Vec::new();
+        }
+        let now = Utc::now();
+        let last_updated = instant(now);
+        let mut guard = lock(&self.writer);
+        let Writer {
+            conn,
+            observations,
+            identities,
+        } = &mut *guard;
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let results = (0..groups.len()).map(|_| None).collect();
+                return fail_all(groups, results, StoreError::storage(PERSIST, &e));
+            }
+        };
+        let run = Persist {
+            conn: &tx,
+            config: &self.config,
+            observations,
+            identities,
+            now,
+            last_updated: &last_updated,
+        }
+        .run(&groups, templates);
+        // On an error the transaction is dropped unfinished: rolled back.
+        let (results, publish) = match run {
+            Ok(done) => match tx.commit() {
+                Ok(()) => done,
+                Err(e) => return fail_all(groups, done.0, StoreError::storage(PERSIST, &e)),
+            },
+            Err((results, error)) => return fail_all(groups, results, error),
+        };
+        publish.apply(observations, identities);
+        groups
+            .into_iter()
+            .zip(results)
+            .map(|(group, result)| match result {
+                Some(Ok(Written::Created(id))) => StoreOutcome::Created { id },
+                Some(Ok(Written::Updated(id))) => StoreOutcome::Updated { id },
+                Some(Ok(Written::Unchanged(id))) => StoreOutcome::Unchanged { id },
+                Some(Err(error)) => StoreOutcome::Failed { group, error },
+                // Every group is answered by the plan or the build; a gap is a bug.
+                None => unreachable!("a group got no result"),
+            })
+            .collect()
+    }
+
+    /// Stores a Patient, Device, Encounter or Observation as a FHIR update would (e.g. to seed
+    /// Devices for identity mode `lookup`): a resource without `id` gets a new one (a UUID);
+    /// an existing one is replaced and its version incremented. Returns the id.
+    ///
+    /// Writing a Device, Patient or Encounter empties the identity caches; writing an
+    /// Observation empties the Observation cache.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidResource`] (not an object, no `resourceType`, an invalid `id`),
+    /// [`StoreError::UnsupportedResourceType`], [`StoreError::Storage`].
+    pub fn put_resource(&self, resource: &Value) -> Result<String, StoreError> {
+        const OP: &str = "write a resource";
+        let object = resource
+            .as_object()
+            .ok_or_else(|| StoreError::InvalidResource {
+                reason: "it is not a json object".into(),
+            })?;
+        let given_type = object
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::InvalidResource {
+                reason: "it has no resourceType".into(),
+            })?;
+        let resource_type =
+            known_type(given_type).ok_or_else(|| StoreError::UnsupportedResourceType {
+                resource_type: given_type.to_owned(),
+            })?;
+        let id = match object.get("id") {
+            None => uuid::Uuid::new_v4().to_string(),
+            Some(Value::String(id)) if is_valid_id(id) => id.clone(),
+            Some(_) => {
+                return Err(StoreError::InvalidResource {
+                    reason: "its id is not a fhir id (1 to 64 letters, digits, '-' or '.')".into(),
+                });
+            }
+        };
+        let mut resource = resource.clone();
+        if let Some(object) = resource.as_object_mut() {
+            object.insert("id".into(), Value::String(id.clone()));
+            // Where FHIR puts it: right after resourceType.
+            let position = object.keys().position(|k| k == "resourceType").unwrap_or(0);
+            if let Some(value) = object.shift_remove("id") {
+                object.shift_insert((position + 1).min(object.len()), "id".into(), value);
+            }
+        }
+        let last_updated = instant(Utc::now());
+        let mut guard = lock(&self.writer);
+        let writer = &mut *guard;
+        let tx = writer
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::storage(OP, &e))?;
+        db::write_resource(&tx, OP, resource_type, &id, resource, &last_updated)?;
+        tx.commit().map_err(|e| StoreError::storage(OP, &e))?;
+        match resource_type {
+            "Observation" => writer.observations.clear(),
+            _ => writer.identities.clear(),
+        }
+        Ok(id)
+    }
+
+    /// The resource `resource_type/id`, as last committed.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedResourceType`], [`StoreError::Storage`],
+    /// [`StoreError::Corrupt`].
+    pub fn get(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let resource_type = checked_type(resource_type)?;
+        if !is_valid_id(id) {
+            return Ok(None);
+        }
+        let conn = lock(&self.reader);
+        match db::get(&conn, "read a resource", resource_type, id)? {
+            Some((_, body)) => Ok(Some(parse_stored(resource_type, &body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The resources of `resource_type` with an identifier of value `value` and, when given,
+    /// exactly `system` (as a FHIR `identifier=[system|]value` search), in id order.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn find_by_identifier(
+        &self,
+        resource_type: &str,
+        system: Option<&str>,
+        value: &str,
+    ) -> Result<Vec<Value>, StoreError> {
+        let resource_type = checked_type(resource_type)?;
+        let conn = lock(&self.reader);
+        db::find(&conn, "search by identifier", resource_type, system, value)?
+            .into_iter()
+            .map(|found| parse_stored(resource_type, &found.body))
+            .collect()
+    }
+
+    /// Writes the resources of `resource_types` (all four when empty) as FHIR NDJSON: one
+    /// resource per line, by type in the order given, then by id. A consistent snapshot, read on
+    /// a connection of its own (persisting goes on meanwhile). Returns how many were written.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedResourceType`], [`StoreError::Export`] when `out` fails,
+    /// [`StoreError::Storage`].
+    pub fn export_ndjson(
+        &self,
+        out: &mut dyn Write,
+        resource_types: &[&str],
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "export resources";
+        let types: Vec<&'static str> = if resource_types.is_empty() {
+            RESOURCE_TYPES.to_vec()
+        } else {
+            resource_types
+                .iter()
+                .map(|t| checked_type(t))
+                .collect::<Result<_, _>>()?
+        };
+        let storage = |e: rusqlite::Error| StoreError::storage(OP, &e);
+        let export = |e: std::io::Error| StoreError::Export {
+            detail: e.to_string(),
+        };
+        let mut conn = sqlite::open_more(&self.path, &KIND)?;
+        let tx = conn.transaction().map_err(storage)?;
+        let mut written = 0u64;
+        {
+            let mut stmt = tx
+                .prepare("SELECT body FROM resource WHERE resource_type = ?1 ORDER BY id")
+                .map_err(storage)?;
+            for resource_type in types {
+                let mut rows = stmt.query([resource_type]).map_err(storage)?;
+                while let Some(row) = rows.next().map_err(storage)? {
+                    let body = row.get_ref(0).map_err(storage)?;
+                    let bytes = body.as_bytes().map_err(|e| storage(e.into()))?;
+                    out.write_all(bytes).map_err(export)?;
+                    out.write_all(b"\n").map_err(export)?;
+                    written += 1;
+                }
+            }
+        }
+        tx.finish().map_err(storage)?;
+        out.flush().map_err(export)?;
+        Ok(written)
+    }
+
+    /// How many resources of each type the store holds.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn counts(&self) -> Result<ResourceCounts, StoreError> {
+        const OP: &str = "count resources";
+        let storage = |e: rusqlite::Error| StoreError::storage(OP, &e);
+        let conn = lock(&self.reader);
+        let mut stmt = conn
+            .prepare_cached("SELECT resource_type, count(*) FROM resource GROUP BY resource_type")
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(storage)?;
+        let mut counts = ResourceCounts::default();
+        for row in rows {
+            let (resource_type, n) = row.map_err(storage)?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match resource_type.as_str() {
+                "Patient" => counts.patients = n,
+                "Device" => counts.devices = n,
+                "Encounter" => counts.encounters = n,
+                "Observation" => counts.observations = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+}
+
+fn checked_type(resource_type: &str) -> Result<&'static str, StoreError> {
+    known_type(resource_type).ok_or_else(|| StoreError::UnsupportedResourceType {
+        resource_type: resource_type.to_owned(),
+    })
+}
+
+/// Every group failed: with its own error when it had one, else with `error`.
+fn fail_all(
+    groups: Vec<ObservationGroup>,
+    results: Results,
+    error: StoreError,
+) -> Vec<StoreOutcome> {
+    groups
+        .into_iter()
+        .zip(results)
+        .map(|(group, result)| {
+            let error = match result {
+                Some(Err(own)) => own,
+                _ => error.clone(),
+            };
+            StoreOutcome::Failed { group, error }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_tuned() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store =
+            LocalFhirStore::open(&dir.path().join("f.db"), LocalStoreConfig::default()).unwrap();
+        for conn in [&lock(&store.writer).conn, &*lock(&store.reader)] {
+            let get =
+                |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+            assert_eq!(get("page_size"), 8192);
+            assert_eq!(get("synchronous"), 1, "NORMAL");
+            assert_eq!(get("cache_size"), -64 * 1024);
+            assert_eq!(get("wal_autocheckpoint"), 4096);
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+    }
+
+    #[test]
+    fn identity_mode_names() {
+        for mode in [
+            LocalIdentityMode::Create,
+            LocalIdentityMode::Lookup,
+            LocalIdentityMode::LookupWithEncounter,
+        ] {
+            assert_eq!(mode.as_str().parse::<LocalIdentityMode>(), Ok(mode));
+        }
+        assert_eq!(
+            "R4DeviceAndPatientWithEncounterLookupIdentityService".parse(),
+            Ok(LocalIdentityMode::LookupWithEncounter)
+        );
+        assert_eq!("Create".parse(), Ok(LocalIdentityMode::Create));
+        assert_eq!(
+            "fhir".parse::<LocalIdentityMode>().unwrap_err().to_string(),
+            "unknown identity mode 'fhir': use create, lookup or lookup_with_encounter"
+        );
+    }
+}

@@ -1,0 +1,550 @@
+//! One `persist` call: plan, build and merge (in parallel), write; the caller commits and then
+//! publishes to the caches.
+//!
+//! 1. **Plan** (sequential, in the transaction): per group, its template, its identity
+//!    (Device, Patient, Encounter: may create resources, see `identity`) and its Observation
+//!    identity. Groups for the same Observation form one *chain*, in input order, whose base is
+//!    the cached Observation, the stored one, or none.
+//! 2. **Build** (parallel over chains, no I/O): each chain starts from its base and applies its
+//!    groups in order — create, merge (`iomt_transform`'s functions), or unchanged — then
+//!    serializes the result. Chains are independent, so they run on up to
+//!    [`LocalStoreConfig::workers`] threads: building and merging is most of a call's CPU time.
+//! 3. **Write** (sequential): every changed Observation once.
+//!
+//! # What must hold
+//! * Groups of one Observation are applied in input order, each seeing the previous one's
+//!   result, exactly as if the call were made once per group.
+//! * The Observation cache is only read until the commit: a failed call leaves it untouched,
+//!   and [`Publish`] is applied only after the commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use iomt_transform::{
+    FhirTemplate, FhirTemplates, MergeOutcome, ObservationGroup, ObservationIdentity,
+    PeriodInterval, ResolvedIds, SERVICE_SYSTEM,
+};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::LocalStoreConfig;
+use super::cache::{CachedObservation, ObservationCache};
+use super::db;
+use super::identity::{IdentityCache, Resolved, Resolver};
+use super::resource::{parse_stored, set_meta, splice_meta};
+use crate::error::StoreError;
+
+pub(crate) const PERSIST: &str = "persist observations";
+
+/// Below this many chains a call is built on the calling thread: starting threads would cost
+/// more than they save.
+const PARALLEL_MIN_CHAINS: usize = 64;
+
+/// A group's result before the commit.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Created(String),
+    Updated(String),
+    Unchanged(String),
+}
+
+/// Each group's result (`None`: not reached), by group index.
+pub(crate) type Results = Vec<Option<Result<Written, StoreError>>>;
+
+/// What a chain starts from.
+enum Base<'c> {
+    /// No such Observation yet.
+    New(ObservationIdentity),
+    /// The committed state, cached.
+    Cached(&'c CachedObservation),
+    /// The committed state, read from the file.
+    Stored(db::Found),
+}
+
+/// The groups of one Observation in this call.
+struct Chain<'c, 't> {
+    identifier: String,
+    base: Base<'c>,
+    /// (group index, template), in input order.
+    groups: Vec<(usize, &'t dyn FhirTemplate)>,
+    /// An hour/day/correlation window: cached after the commit.
+    cacheable: bool,
+}
+
+impl Chain<'_, '_> {
+    fn id(&self) -> &str {
+        match &self.base {
+            Base::New(identity) => &identity.id,
+            Base::Cached(cached) => &cached.id,
+            Base::Stored(found) => &found.id,
+        }
+    }
+}
+
+/// An Observation's state while its chain is built.
+enum Body<'c> {
+    /// The cached value, not changed.
+    Borrowed(&'c Value),
+    /// Parsed, built or merged.
+    Owned(Value),
+    /// Serialized and not parsed (a new one-instant Observation).
+    Bytes(Vec<u8>),
+}
+
+impl Body<'_> {
+    fn value(&mut self) -> Result<&Value, StoreError> {
+        if let Body::Bytes(bytes) = self {
+            *self = Body::Owned(parse_stored("Observation", bytes)?);
+        }
+        Ok(match self {
+            Body::Borrowed(v) => v,
+            Body::Owned(v) => v,
+            Body::Bytes(_) => unreachable!("parsed just above"),
+        })
+    }
+}
+
+/// What building a chain produced.
+#[derive(Default)]
+struct Built {
+    /// (group index, result).
+    results: Vec<(usize, Result<Written, StoreError>)>,
+    /// The new state, when the chain changed the Observation.
+    changed: Option<Changed>,
+    /// The stored base, parsed, when the chain left it unchanged (for the cache).
+    parsed_base: Option<Value>,
+}
+
+struct Changed {
+    version: u64,
+    /// Parsed, unless it was only ever serialized.
+    value: Option<Value>,
+    json: Vec<u8>,
+}
+
+/// The cache updates of a call, applied once its transaction committed.
+pub(crate) struct Publish {
+    entries: Vec<(String, CachedObservation)>,
+    touched: Vec<String>,
+    resolved: Resolved,
+}
+
+impl Publish {
+    pub fn apply(self, observations: &mut ObservationCache, identities: &mut IdentityCache) {
+        for identifier in &self.touched {
+            observations.touch(identifier);
+        }
+        for (identifier, entry) in self.entries {
+            observations.insert(identifier, entry);
+        }
+        self.resolved.publish(identities);
+    }
+}
+
+/// One call's context.
+pub(crate) struct Persist<'a> {
+    pub conn: &'a Connection,
+    pub config: &'a LocalStoreConfig,
+    pub observations: &'a ObservationCache,
+    pub identities: &'a mut IdentityCache,
+    pub now: DateTime<Utc>,
+    pub last_updated: &'a str,
+}
+
+impl<'a> Persist<'a> {
+    /// Plans, builds and writes `groups` in the open transaction. On a storage error (which
+    /// spoils the transaction) returns it with the results gathered so far.
+    pub fn run(
+        mut self,
+        groups: &[ObservationGroup],
+        templates: &FhirTemplates,
+    ) -> Result<(Results, Publish), (Results, StoreError)> {
+        let mut results: Results = (0..groups.len()).map(|_| None).collect();
+        let mut resolved = Resolved::default();
+
+        // 1. Plan.
+        let mut chains: Vec<Chain<'a, '_>> = Vec::new();
+        let mut chain_of: HashMap<String, usize> = HashMap::new();
+        for (index, group) in groups.iter().enumerate() {
+            let (template, identity) = match self.plan(group, templates, &mut resolved) {
+                Ok(planned) => planned,
+                Err(e @ StoreError::Storage { .. }) => return Err((results, e)),
+                Err(e) => {
+                    results[index] = Some(Err(e));
+                    continue;
+                }
+            };
+            let cacheable = group.window.interval != PeriodInterval::Single;
+            if let Some(&c) = chain_of.get(&identity.identifier_value) {
+                chains[c].groups.push((index, template));
+                chains[c].cacheable |= cacheable;
+                continue;
+            }
+            let identifier = identity.identifier_value.clone();
+            let base = match self.base(identity) {
+                Ok(base) => base,
+                Err(e @ StoreError::Storage { .. }) => return Err((results, e)),
+                Err(e) => {
+                    results[index] = Some(Err(e));
+                    continue;
+                }
+            };
+            chain_of.insert(identifier.clone(), chains.len());
+            chains.push(Chain {
+                identifier,
+                base,
+                groups: vec![(index, template)],
+                cacheable,
+            });
+        }
+
+        // 2. Build.
+        let built = build_all(
+            &chains,
+            groups,
+            self.config.workers.get(),
+            self.now,
+            self.last_updated,
+        );
+
+        // 3. Write.
+        let mut publish = Publish {
+            entries: Vec::new(),
+            touched: Vec::new(),
+            resolved,
+        };
+        for (chain, built) in chains.iter().zip(built) {
+            for (index, result) in built.results {
+                results[index] = Some(result);
+            }
+            match built.changed {
+                Some(mut changed) => {
+                    if let Err(e) = self.write(chain, &mut changed) {
+                        return Err((results, e));
+                    }
+                    if chain.cacheable {
+                        let value = match changed.value {
+                            Some(v) => Some(v),
+                            None => parse_stored("Observation", &changed.json).ok(),
+                        };
+                        if let Some(value) = value {
+                            let entry = CachedObservation::new(
+                                chain.id().to_owned(),
+                                changed.version,
+                                value,
+                                changed.json.len(),
+                            );
+                            publish.entries.push((chain.identifier.clone(), entry));
+                        }
+                    }
+                }
+                None => match (&chain.base, built.parsed_base) {
+                    (Base::Stored(found), Some(value)) if chain.cacheable => {
+                        let entry = CachedObservation::new(
+                            found.id.clone(),
+                            found.version,
+                            value,
+                            found.body.len(),
+                        );
+                        publish.entries.push((chain.identifier.clone(), entry));
+                    }
+                    (Base::Cached(_), _) => publish.touched.push(chain.identifier.clone()),
+                    _ => {}
+                },
+            }
+        }
+        Ok((results, publish))
+    }
+
+    /// The group's template and Observation identity (resolving its Device, Patient and
+    /// Encounter).
+    fn plan<'t>(
+        &mut self,
+        group: &ObservationGroup,
+        templates: &'t FhirTemplates,
+        resolved: &mut Resolved,
+    ) -> Result<(&'t dyn FhirTemplate, ObservationIdentity), StoreError> {
+        let template = templates.require(&group.type_name)?;
+        let mut resolver = Resolver {
+            conn: self.conn,
+            config: self.config,
+            cache: &mut *self.identities,
+            resolved,
+            last_updated: self.last_updated,
+        };
+        let link = resolver.device(group)?;
+        let encounter = resolver.encounter(group)?;
+        let ids = ResolvedIds {
+            patient: link.patient,
+            device: link.device,
+            encounter,
+        };
+        let identity = ObservationIdentity::new(group, &ids, self.config.id_precision)?;
+        Ok((template.as_ref(), identity))
+    }
+
+    /// Where the Observation with `identity` stands: cached, stored, or new.
+    fn base(&self, identity: ObservationIdentity) -> Result<Base<'a>, StoreError> {
+        if let Some(cached) = self.observations.peek(&identity.identifier_value) {
+            return Ok(Base::Cached(cached));
+        }
+        let mut found = db::find(
+            self.conn,
+            PERSIST,
+            "Observation",
+            Some(SERVICE_SYSTEM),
+            &identity.identifier_value,
+        )?;
+        match found.len() {
+            0 => Ok(Base::New(identity)),
+            1 => Ok(found.pop().map_or(Base::New(identity), Base::Stored)),
+            count => Err(StoreError::MultipleFound {
+                resource_type: "Observation",
+                count,
+            }),
+        }
+    }
+
+    /// Writes a chain's new state.
+    fn write(&self, chain: &Chain<'_, '_>, changed: &mut Changed) -> Result<(), StoreError> {
+        let id = chain.id();
+        let written = if matches!(chain.base, Base::New(_)) {
+            debug_assert_eq!(
+                id,
+                iomt_transform::observation::resource_id(Some(SERVICE_SYSTEM), &chain.identifier)
+            );
+            db::insert_canonical_observation(
+                self.conn,
+                PERSIST,
+                id,
+                changed.version,
+                &changed.json,
+            )?
+        } else {
+            db::update(
+                self.conn,
+                PERSIST,
+                "Observation",
+                id,
+                changed.version,
+                &changed.json,
+            )?
+        };
+        if !written {
+            // The id is taken by a resource without this identifier (written with
+            // put_resource), or the row went away: write it as a FHIR update would.
+            let value = match changed.value.take() {
+                Some(v) => v,
+                None => parse_stored("Observation", &changed.json)?,
+            };
+            let (value, version, json) = db::write_resource(
+                self.conn,
+                PERSIST,
+                "Observation",
+                id,
+                value,
+                self.last_updated,
+            )?;
+            changed.value = Some(value);
+            changed.version = version;
+            changed.json = json;
+        }
+        Ok(())
+    }
+}
+
+/// Builds every chain, on up to `workers` threads.
+fn build_all(
+    chains: &[Chain<'_, '_>],
+    groups: &[ObservationGroup],
+    workers: usize,
+    now: DateTime<Utc>,
+    last_updated: &str,
+) -> Vec<Built> {
+    let workers = workers.min(chains.len() / (PARALLEL_MIN_CHAINS / 2)).max(1);
+    if workers == 1 || chains.len() < PARALLEL_MIN_CHAINS {
+        return chains
+            .iter()
+            .map(|chain| build(chain, groups, now, last_updated))
+            .collect();
+    }
+    // Workers take chains one at a time: chains differ in cost (a create vs. a merge of an hour
+    // of SampledData), so fixed shares would leave threads idle.
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(chain) = chains.get(i) else { break };
+            done.push((i, build(chain, groups, now, last_updated)));
+        }
+        done
+    };
+    let mut slots: Vec<Option<Built>> = (0..chains.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        for (i, built) in all {
+            slots[i] = Some(built);
+        }
+    });
+    slots
+        .into_iter()
+        // Every index below chains.len() was taken by exactly one worker.
+        .map(|slot| slot.unwrap_or_else(|| unreachable!("a chain was not built")))
+        .collect()
+}
+
+/// Applies a chain's groups to its base, in order.
+fn build(
+    chain: &Chain<'_, '_>,
+    groups: &[ObservationGroup],
+    now: DateTime<Utc>,
+    last_updated: &str,
+) -> Built {
+    let mut built = Built::default();
+    let id = chain.id();
+    let (mut body, mut version) = match &chain.base {
+        Base::New(_) => (None, 0),
+        Base::Cached(cached) => (Some(Body::Borrowed(&cached.value)), cached.version),
+        Base::Stored(found) => match parse_stored("Observation", &found.body) {
+            Ok(value) => (Some(Body::Owned(value)), found.version),
+            Err(e) => {
+                built.results = chain
+                    .groups
+                    .iter()
+                    .map(|(index, _)| (*index, Err(e.clone())))
+                    .collect();
+                return built;
+            }
+        },
+    };
+    let mut changed = false;
+    for &(index, template) in &chain.groups {
+        let group = &groups[index];
+        let result = if let Some(current) = body.as_mut() {
+            match merge(template, group, current, version, last_updated) {
+                Ok(None) => Ok(Written::Unchanged(id.to_owned())),
+                Ok(Some(value)) => {
+                    *current = Body::Owned(value);
+                    version += 1;
+                    changed = true;
+                    Ok(Written::Updated(id.to_owned()))
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let Base::New(identity) = &chain.base else {
+                unreachable!("only a new chain starts without a body")
+            };
+            match create(
+                template,
+                group,
+                identity,
+                chain.cacheable,
+                now,
+                last_updated,
+            ) {
+                Ok(new) => {
+                    body = Some(new);
+                    version = 1;
+                    changed = true;
+                    Ok(Written::Created(id.to_owned()))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        built.results.push((index, result));
+    }
+    match body {
+        Some(body) if changed => {
+            let (value, json) = match body {
+                Body::Bytes(json) => (None, Ok(json)),
+                Body::Owned(value) => {
+                    // sonic-rs writes the same JSON as serde_json with vectorized string
+                    // escaping: a SampledData data string is most of an hour Observation.
+                    let json = sonic_rs::to_vec(&value);
+                    (Some(value), json)
+                }
+                Body::Borrowed(_) => unreachable!("a changed observation is owned"),
+            };
+            match json {
+                Ok(json) => {
+                    built.changed = Some(Changed {
+                        version,
+                        value,
+                        json,
+                    });
+                }
+                Err(e) => {
+                    let error = StoreError::Corrupt {
+                        what: "Observation",
+                        reason: format!("it cannot be serialized: {e}"),
+                    };
+                    for (_, result) in &mut built.results {
+                        if result.is_ok() {
+                            *result = Err(error.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Some(Body::Owned(value)) if matches!(chain.base, Base::Stored(_)) => {
+            built.parsed_base = Some(value);
+        }
+        _ => {}
+    }
+    built
+}
+
+/// A new Observation for `group`: `iomt_transform` builds it, the store adds `meta`.
+fn create(
+    template: &dyn FhirTemplate,
+    group: &ObservationGroup,
+    identity: &ObservationIdentity,
+    keep_parsed: bool,
+    now: DateTime<Utc>,
+    last_updated: &str,
+) -> Result<Body<'static>, StoreError> {
+    let observation = template
+        .create_observation(group, now)?
+        .with_identity(identity.clone());
+    if !keep_parsed
+        && let Some(bytes) =
+            splice_meta(&observation.to_json_bytes(), &identity.id, 1, last_updated)
+    {
+        return Ok(Body::Bytes(bytes));
+    }
+    let mut value = observation.to_json();
+    if let Some(object) = value.as_object_mut() {
+        set_meta(object, 1, last_updated);
+    }
+    Ok(Body::Owned(value))
+}
+
+/// `group` merged into `current` (version `version`): the new value with its `meta`, or
+/// `None` when nothing changed.
+fn merge(
+    template: &dyn FhirTemplate,
+    group: &ObservationGroup,
+    current: &mut Body<'_>,
+    version: u64,
+    last_updated: &str,
+) -> Result<Option<Value>, StoreError> {
+    match template.merge_observation(current.value()?, group)? {
+        MergeOutcome::Unchanged => Ok(None),
+        MergeOutcome::Changed(mut value) => {
+            if let Some(object) = value.as_object_mut() {
+                set_meta(object, version + 1, last_updated);
+            }
+            Ok(Some(value))
+        }
+    }
+}
