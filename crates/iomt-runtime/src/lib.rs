@@ -4,7 +4,7 @@
 //!
 //! # Layout (in the order a message flows)
 //! * [`config`]: `pipeline.yaml`, strict, every error with its path.
-//! * [`ingest`]: sources (HTTP now); they append [`event::DeviceEvent`]s to the log and
+//! * [`ingest`]: sources (HTTP, MQTT); they append [`event::DeviceEvent`]s to the log and
 //!   acknowledge only once durable. [`auth`], [`tls`] and [`listener`] serve them.
 //! * [`pipeline`]: the batch loop over the log: normalize, group, persist through a
 //!   [`sink::Sink`] (FHIR server or local store), dead-letter, checkpoint.

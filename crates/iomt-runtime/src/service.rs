@@ -7,7 +7,8 @@
 //! before everything that handles it is up.
 //!
 //! # Shutdown (SIGINT/SIGTERM, or [`RunningService::shutdown`])
-//! Sources stop accepting (new requests get 503) and finish the requests in flight; then the
+//! Sources stop accepting (HTTP answers 503; MQTT stops reading, acknowledges what is durable
+//! and disconnects) and finish what is in flight; then the
 //! pipeline drains the log to its end, writes everything, checkpoints and stops; then the
 //! admin listener stops and the log closes. During a destination outage the pipeline stops
 //! without checkpointing the batch it holds: those messages stay in the log for the next
