@@ -21,6 +21,10 @@ use iomt_simulate::{Fleet, FleetConfig, Shape};
 
 const API_KEY: &str = "bench-key-0123456789abcdef";
 
+/// The `iomt` binary's allocator, so memory figures are the service's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -48,7 +52,6 @@ sources:
       api_keys: [{{value: {API_KEY}}}]
 pipeline:
   flush_interval: {flush}
-  max_batch_messages: 50000
 destination:
   local: {{}}
 admin:

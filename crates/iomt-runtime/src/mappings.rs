@@ -128,16 +128,29 @@ pub struct MappingsHandle {
     last_error: RwLock<Option<String>>,
     device_path: PathBuf,
     fhir_path: PathBuf,
+    /// The files' stamps when the handle was made, so a change made before the watcher's
+    /// first look is still seen as a change.
+    loaded: (Option<Stamp>, Option<Stamp>),
+}
+
+/// A file's modification time and size.
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl MappingsHandle {
     /// Wraps loaded mappings and the files they came from.
     pub fn new(mappings: Mappings, device_path: PathBuf, fhir_path: PathBuf) -> MappingsHandle {
+        let loaded = (stamp(&device_path), stamp(&fhir_path));
         MappingsHandle {
             current: RwLock::new(Arc::new(mappings)),
             last_error: RwLock::new(None),
             device_path,
             fhir_path,
+            loaded,
         }
     }
 
@@ -190,11 +203,7 @@ impl MappingsHandle {
         metrics: Arc<Metrics>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
-            let meta = std::fs::metadata(p).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
-        };
-        let mut seen = (stamp(&self.device_path), stamp(&self.fhir_path));
+        let mut seen = self.loaded;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -166,25 +166,31 @@ impl Sink {
                 })
                 .collect(),
             Sink::Local(store) => {
-                let store = store.clone();
-                let count = groups.len();
-                let joined =
-                    tokio::task::spawn_blocking(move || store.persist(groups, &templates)).await;
-                match joined {
-                    Ok(outcomes) => outcomes.into_iter().map(from_store).collect(),
-                    Err(e) => {
+                // One transaction per chunk: the store builds a chunk's Observations in
+                // memory before writing them, so chunks bound the memory a large batch
+                // takes. Chunks go in order, so each device's groups stay in order.
+                let mut outcomes = Vec::with_capacity(groups.len());
+                let mut groups = groups.into_iter().peekable();
+                while groups.peek().is_some() {
+                    let chunk: Vec<ObservationGroup> = groups.by_ref().take(LOCAL_CHUNK).collect();
+                    let (store, templates) = (store.clone(), templates.clone());
+                    let joined =
+                        tokio::task::spawn_blocking(move || store.persist(chunk, &templates)).await;
+                    match joined {
+                        Ok(done) => outcomes.extend(done.into_iter().map(from_store)),
                         // A panic in the store is a bug; re-raise it rather than lose groups.
-                        if e.is_panic() {
-                            std::panic::resume_unwind(e.into_panic());
-                        }
-                        debug_assert!(count == 0, "store task cancelled");
-                        Vec::new()
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => break,
                     }
                 }
+                outcomes
             }
         }
     }
 }
+
+/// Groups per local-store transaction.
+const LOCAL_CHUNK: usize = 2_000;
 
 fn from_store(outcome: StoreOutcome) -> SinkOutcome {
     match outcome {
