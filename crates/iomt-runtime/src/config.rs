@@ -429,6 +429,9 @@ impl PipelineConfig {
         {
             resolve(p);
         }
+        if let DestinationConfig::Fhir(fhir) = &mut self.destination {
+            resolve_fhir_paths(fhir, resolve);
+        }
         for tls in [
             self.sources.http.as_mut().and_then(|h| h.tls.as_mut()),
             self.admin.tls.as_mut(),
@@ -595,6 +598,34 @@ impl PipelineConfig {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+}
+
+/// Makes the FHIR destination's file paths (CA files, client certificate, secrets kept in
+/// files) relative to the configuration file, like every other path in it.
+fn resolve_fhir_paths(fhir: &mut FhirClientConfig, resolve: impl Fn(&mut PathBuf)) {
+    let resolve_secret = |s: &mut SecretSource| {
+        if let SecretSource::File(p) = s {
+            resolve(p);
+        }
+    };
+    let tls = &mut fhir.http.tls;
+    tls.ca_files.iter_mut().for_each(&resolve);
+    if let Some(p) = tls.client_certificate.as_mut() {
+        resolve(p);
+    }
+    if let Some(key) = tls.client_key.as_mut() {
+        resolve_secret(key);
+    }
+    match &mut fhir.auth {
+        iomt_fhir_client::AuthConfig::None => {}
+        iomt_fhir_client::AuthConfig::Bearer { token } => resolve_secret(token),
+        iomt_fhir_client::AuthConfig::ClientCredentials { client_secret, .. } => {
+            resolve_secret(client_secret)
+        }
+        iomt_fhir_client::AuthConfig::SmartBackend { private_key, .. } => {
+            resolve_secret(private_key)
         }
     }
 }
@@ -832,6 +863,32 @@ destination:
             panic!("expected fhir");
         };
         assert_eq!(fhir.base_url, "https://fhir.example.org/R4");
+    }
+
+    #[test]
+    fn fhir_destination_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace(
+            "  local: {}",
+            "  fhir:\n    base_url: https://fhir.example.org/R4\n    auth: {type: bearer, token: {file: secrets/token}}\n    http:\n      tls: {ca_files: [ca.pem, /etc/abs.pem]}",
+        );
+        let path = dir.path().join("pipeline.yaml");
+        std::fs::write(&path, text).unwrap();
+        let c = PipelineConfig::load(&path).unwrap();
+        let DestinationConfig::Fhir(fhir) = c.destination else {
+            panic!("expected fhir");
+        };
+        assert_eq!(
+            fhir.http.tls.ca_files,
+            [dir.path().join("ca.pem"), PathBuf::from("/etc/abs.pem")]
+        );
+        let iomt_fhir_client::AuthConfig::Bearer {
+            token: SecretSource::File(token),
+        } = &fhir.auth
+        else {
+            panic!("expected a bearer token file");
+        };
+        assert_eq!(token, &dir.path().join("secrets/token"));
     }
 
     #[test]
