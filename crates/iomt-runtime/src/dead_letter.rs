@@ -16,7 +16,7 @@ use iomt_store::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 use serde::Serialize;
 
 use crate::error::RuntimeError;
-use crate::event::{DeviceEvent, EventKind};
+use crate::event::DeviceEvent;
 
 /// What a redrive did.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -25,18 +25,17 @@ pub struct RedriveReport {
     pub redriven: u64,
 }
 
-/// The log record that replays `entry`.
+/// The log record that replays `entry`: the message (or measurements) as stored, with the
+/// headers it had, from the source `redrive`.
 pub fn event_of(entry: &DeadLetter) -> DeviceEvent {
-    let mut event = DeviceEvent::message(Bytes::from(entry.payload.clone()), "redrive");
-    for (name, value) in &entry.headers {
-        if let Some(p) = name.strip_prefix("p:") {
-            event.properties.push((p.to_owned(), value.clone()));
-        } else if let Some(s) = name.strip_prefix("s:") {
-            event.system_properties.push((s.to_owned(), value.clone()));
-        } else if name == "kind" && value == "measurements" {
-            event.kind = EventKind::Measurements;
-        }
-    }
+    let mut event = DeviceEvent::from_headers(
+        Bytes::from(entry.payload.clone()),
+        entry
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    event.source = "redrive".to_owned();
     event
 }
 

@@ -73,8 +73,20 @@ impl DeviceEvent {
 
     /// The event a record holds.
     pub fn from_record(record: &Record) -> DeviceEvent {
-        let mut event = DeviceEvent::message(record.payload.clone(), "");
-        for (name, value) in &record.headers {
+        DeviceEvent::from_headers(
+            record.payload.clone(),
+            record.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),
+        )
+    }
+
+    /// The event a payload and its record headers describe (the headers as the log stores
+    /// them, or as the dead-letter store kept them).
+    pub fn from_headers<'a>(
+        payload: Bytes,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> DeviceEvent {
+        let mut event = DeviceEvent::message(payload, "");
+        for (name, value) in headers {
             let text = || String::from_utf8_lossy(value).into_owned();
             if let Some(p) = name.strip_prefix("p:") {
                 event.properties.push((p.to_owned(), text()));
@@ -82,7 +94,7 @@ impl DeviceEvent {
                 event.system_properties.push((s.to_owned(), text()));
             } else if name == "src" {
                 event.source = text();
-            } else if name == "kind" && value.as_ref() == b"measurements" {
+            } else if name == "kind" && value == b"measurements" {
                 event.kind = EventKind::Measurements;
             }
         }
