@@ -9,6 +9,9 @@
 //! [`Mosquitto`] starts Debian's MQTT broker the same way (generated configuration, free
 //! 127.0.0.1 port, optional password file and TLS), for the MQTT source's tests.
 //!
+//! [`Tansu`] starts the Kafka-protocol broker `tansu` (in-memory storage, free 127.0.0.1 port)
+//! for the Kafka source, the scale-out roles and the simulator's Kafka target.
+//!
 //! # Why a real server rather than a mock
 //! A wiremock double answers what the test author expects; the real router validates every
 //! resource against the R4 StructureDefinitions, enforces `If-Match`, pages search results and
@@ -42,12 +45,16 @@
 
 mod fhir_server;
 mod mosquitto;
+mod tansu;
 
 pub use fhir_server::{
     ClientCredentials, Faults, FhirServer, FhirServerError, FhirServerOptions, IdentifierMatch,
     JwtClient, SKIP_ENV, ScriptedFault, Stats, TokenStats,
 };
 pub use mosquitto::{Mosquitto, MosquittoError, MosquittoOptions, MosquittoTls, SKIP_MQTT_ENV};
+pub use tansu::{
+    SKIP_KAFKA_ENV, TANSU_BIN_ENV, Tansu, TansuError, binary_path as tansu_binary_path,
+};
 /// The HTTP client the harness uses, re-exported so tests can build requests with the same
 /// version (see [`FhirServer::agent`]).
 pub use ureq;
