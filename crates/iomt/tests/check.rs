@@ -243,3 +243,80 @@ fn configuration_problems_exit_with_2() {
     let out = iomt(&["--fhir-url", "http://x", "--fhir-config", "f.yaml"], None);
     assert_eq!(out.status.code(), Some(2), "both targets is a usage error");
 }
+
+/// A service configuration with an MQTT source and the local store; `password` goes inline.
+fn write_service_config(dir: &Path, mqtt_port: u16, password: &str) -> String {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/iothub");
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\n\
+             data_dir: {data}\n\
+             mappings:\n  device: {device}\n  fhir: {fhir}\n\
+             sources:\n  mqtt:\n    host: 127.0.0.1\n    port: {mqtt_port}\n    \
+             client_id: iomt-check-test\n    topics: [devices/+/telemetry]\n    \
+             username: iomt\n    password: {{ value: {password} }}\n\
+             destination:\n  local: {{}}\n\
+             admin:\n  disabled: true\n",
+            data = dir.join("data").display(),
+            device = examples.join("devicecontent.json").display(),
+            fhir = examples.join("fhirmapping.json").display(),
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_service_configuration_gets_its_broker_checked() {
+    let Some(broker) = iomt_testkit::Mosquitto::start_unless_skipped(
+        iomt_testkit::MosquittoOptions::default().user("iomt", "right-password"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    let config = write_service_config(dir.path(), broker.port(), "right-password");
+    let out = iomt(&["--config", &config], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("destination: the local store"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "[ok  ] mqtt broker at 127.0.0.1:{}: connected",
+            broker.port()
+        )),
+        "{text}"
+    );
+
+    let config = write_service_config(dir.path(), broker.port(), "wrong-password");
+    let out = iomt(&["--config", &config, "--json"], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["sources"][0]["source"], "mqtt");
+    assert_eq!(report["sources"][0]["status"], "fail");
+    let message = report["sources"][0]["message"].as_str().unwrap();
+    assert!(message.contains("sources.mqtt.password"), "{message}");
+    assert!(
+        !text.contains("wrong-password"),
+        "the secret was printed: {text}"
+    );
+}
+
+#[test]
+fn an_invalid_service_configuration_contacts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_service_config(dir.path(), closed_port(), "x");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("client_id: iomt-check-test", "client_idd: iomt-check-test");
+    std::fs::write(&config, text).unwrap();
+    let out = iomt(&["--config", &config], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("nothing was contacted"), "{text}");
+    assert!(text.contains("client_idd"), "{text}");
+}

@@ -6,6 +6,11 @@
 //! finding, each failure saying what to change, then a summary line. `--json` prints the same
 //! findings as one JSON object.
 //!
+//! `--config pipeline.yaml` checks a whole service configuration instead: the file is validated
+//! as `iomt validate --config` does (nothing is contacted when it has problems), then the FHIR
+//! destination gets the checks above and every source that connects to a broker (MQTT) is
+//! connected to once, with a probe client id that leaves the service's session alone.
+//!
 //! # Exit status
 //! * 0: every check passed (warnings allowed);
 //! * 1: a check that talks to the network failed (unreachable server, rejected credentials, not
@@ -31,14 +36,18 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "fhir_url",
-        conflicts_with = "fhir_url"
+        required_unless_present_any = ["fhir_url", "config"],
+        conflicts_with_all = ["fhir_url", "config"]
     )]
     fhir_config: Option<PathBuf>,
     /// The FHIR base URL, for a server that needs no authentication (shorthand for a
     /// configuration with only `base_url`).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
     fhir_url: Option<String>,
+    /// A service configuration (`pipeline.yaml`): validate it, then check its FHIR destination
+    /// and connect to each of its brokers.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
@@ -46,6 +55,9 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.config {
+        return service::run(path, args.json);
+    }
     let config = match (&args.fhir_config, args.fhir_url) {
         (Some(path), _) => load_config(path)?,
         (None, Some(url)) => FhirClientConfig::new(url),
@@ -136,6 +148,147 @@ fn status_name(status: Status) -> &'static str {
         Status::Warn => "warn",
         Status::Fail => "fail",
         Status::Skipped => "skipped",
+    }
+}
+
+mod service {
+    //! `iomt check --config`: the service configuration's destination and brokers.
+
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use anyhow::Context;
+    use iomt_runtime::PipelineConfig;
+    use iomt_runtime::config::{ConfigError, DestinationConfig};
+
+    use super::{display_url, print_text, report_json};
+
+    /// How long a broker probe may take before it counts as unreachable.
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+    /// One broker's finding.
+    struct SourceFinding {
+        source: &'static str,
+        target: String,
+        error: Option<String>,
+    }
+
+    pub(super) fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+        let config = match PipelineConfig::load(path) {
+            Ok(config) => config,
+            Err(ConfigError::Invalid { problems, .. }) => return invalid(path, &problems, json),
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(problems) = config.validate() {
+            return invalid(path, &problems, json);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let destination = match &config.destination {
+            DestinationConfig::Fhir(fhir) => Some((
+                runtime.block_on(iomt_fhir_client::run_checks(fhir)),
+                display_url(&fhir.base_url),
+                fhir.auth.type_name(),
+            )),
+            _ => None,
+        };
+        let mut sources = Vec::new();
+        if let Some(mqtt) = &config.sources.mqtt {
+            let probe = runtime.block_on(async {
+                tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    iomt_runtime::ingest::mqtt::check_connection(mqtt),
+                )
+                .await
+            });
+            sources.push(SourceFinding {
+                source: "mqtt",
+                target: format!("{}:{}", mqtt.host, mqtt.port()),
+                error: match probe {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!(
+                        "no answer from the broker within {} s: check the host, the port and \
+                         any firewall in between",
+                        PROBE_TIMEOUT.as_secs()
+                    )),
+                },
+            });
+        }
+        let destination_ok = destination.as_ref().is_none_or(|(r, _, _)| r.is_ok());
+        let sources_ok = sources.iter().all(|s| s.error.is_none());
+        if json {
+            let list: Vec<serde_json::Value> = sources
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "source": s.source,
+                        "target": s.target,
+                        "status": if s.error.is_some() { "fail" } else { "pass" },
+                        "message": s.error,
+                    })
+                })
+                .collect();
+            let value = serde_json::json!({
+                "config": path.display().to_string(),
+                "ok": destination_ok && sources_ok,
+                "destination": destination.as_ref().map(|(r, t, _)| report_json(r, t)),
+                "sources": list,
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!("{}: valid", path.display());
+            match &destination {
+                Some((report, target, auth)) => print_text(report, target, auth),
+                None => println!("destination: the local store (nothing to reach)"),
+            }
+            for s in &sources {
+                match &s.error {
+                    None => println!("[ok  ] {} broker at {}: connected", s.source, s.target),
+                    Some(e) => println!("[FAIL] {} broker at {}: {e}", s.source, s.target),
+                }
+            }
+            if sources.is_empty() {
+                println!("no broker sources configured");
+            }
+        }
+        Ok(if destination_ok && sources_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    }
+
+    fn invalid(
+        path: &Path,
+        problems: &[iomt_runtime::config::ConfigProblem],
+        json: bool,
+    ) -> anyhow::Result<ExitCode> {
+        if json {
+            let list: Vec<serde_json::Value> = problems
+                .iter()
+                .map(|p| serde_json::json!({"path": p.path, "line": p.line, "message": p.message}))
+                .collect();
+            let value = serde_json::json!({
+                "config": path.display().to_string(),
+                "ok": false,
+                "problems": list,
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!(
+                "{}: {} problem(s); nothing was contacted",
+                path.display(),
+                problems.len()
+            );
+            for p in problems {
+                println!("  - {p}");
+            }
+        }
+        Ok(ExitCode::from(2))
     }
 }
 
