@@ -78,8 +78,10 @@ fn join(problems: &[ConfigProblem]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TargetError {
-    /// The base URL does not parse, or is not `http` or `https`.
-    #[error("target '{url}' is not an http(s) URL: give one such as http://127.0.0.1:8180")]
+    /// The URL does not parse, or is not one of the target URLs.
+    #[error(
+        "target '{url}' is not a target URL: give http(s)://host:port, mqtt(s)://host:port/topic-prefix or kafka://host:port/topic"
+    )]
     InvalidUrl {
         /// The URL given.
         url: String,
@@ -93,6 +95,18 @@ pub enum TargetError {
     #[error("cannot build the HTTP client: {reason}")]
     Client {
         /// Why.
+        reason: String,
+    },
+    /// The TLS settings cannot be used (a CA file that is missing or holds no certificate).
+    #[error("cannot set up tls: {reason}")]
+    Tls {
+        /// Why.
+        reason: String,
+    },
+    /// An Azure Event Hubs connection string that cannot be used.
+    #[error("the event hubs connection string is not usable: {reason}")]
+    InvalidConnectionString {
+        /// Why (never the string itself).
         reason: String,
     },
 }

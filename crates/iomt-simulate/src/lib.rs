@@ -14,7 +14,11 @@
 //!   `examples/iotcentral`. [`SimMessage`] is one message; [`SimMessage::envelope_json`] is its
 //!   `{Body, Properties, SystemProperties}` form.
 //! * `send` (feature `http`, on by default) — [`send::run`] paces a fleet to a rate, batches and
-//!   delivers to a [`send::Target`]; [`send::HttpTarget`] is the connector's ingest endpoint.
+//!   delivers to a [`send::Target`]; [`send::replay`] does the same for given messages (what
+//!   `iomt replay` reads). [`send::HttpTarget`] is the connector's ingest endpoint;
+//!   `send::MqttTarget` (feature `mqtt`) publishes at QoS 1 to one topic per device;
+//!   `send::KafkaTarget` (feature `kafka`) produces keyed by device id with the IoT Hub
+//!   properties as headers. `send::AnyTarget` is whichever a URL names.
 //!
 //! # Design decisions
 //! * **Pure core, clock at the edge.** The generator reads no clock and does no I/O; the

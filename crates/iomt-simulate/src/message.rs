@@ -44,6 +44,22 @@ pub struct SimMessage {
 }
 
 impl SimMessage {
+    /// A message read from elsewhere (a file, a dead-letter export), to be sent as it is.
+    pub fn replayed(
+        device_id: impl Into<String>,
+        body: impl Into<Vec<u8>>,
+        properties: Vec<(String, String)>,
+        system_properties: Vec<(String, String)>,
+    ) -> SimMessage {
+        SimMessage {
+            device_id: device_id.into(),
+            body: body.into(),
+            properties,
+            system_properties,
+            kind: MessageKind::Replayed,
+        }
+    }
+
     /// The message as one event envelope `{"Body": …, "Properties": {…},
     /// "SystemProperties": {…}}`, the form `iomt normalize --envelope` reads. The body is
     /// embedded as it is, so an invalid body makes an invalid envelope.
@@ -86,6 +102,9 @@ pub enum MessageKind {
     Good(Signal),
     /// A message with this defect, which fails normalization.
     Bad(BadKind),
+    /// A message read from a file (`iomt replay`), not generated: what it exercises is not
+    /// known.
+    Replayed,
 }
 
 /// The defect of a bad message.

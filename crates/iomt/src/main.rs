@@ -59,6 +59,9 @@ enum Command {
     /// Sends simulated, physiologically plausible device traffic to a running connector, or
     /// writes it as NDJSON (`--output`), in the shapes of the example mappings.
     Simulate(commands::simulate::Args),
+    /// Sends device messages from NDJSON (or a dead-letter export) again, through the HTTP,
+    /// MQTT or Kafka target or straight into the service's durable log.
+    Replay(commands::replay::Args),
     /// Checks that the FHIR server can be reached and used: configuration, secrets, TLS, token,
     /// capability statement, FHIR version, permissions; says what to fix for each failure.
     Check(commands::check::Args),
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Normalize(args) => commands::normalize::run(args),
         Command::TestMapping(args) => commands::test_mapping::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
+        Command::Replay(args) => commands::replay::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => {
             init_logging(cli.log_format);

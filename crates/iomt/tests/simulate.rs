@@ -173,3 +173,359 @@ fn sending_to_nothing_says_so_and_fails() {
     assert!(stdout.contains("the target did not answer"), "{stdout}");
     assert!(stdout.contains("accepted  0"), "{stdout}");
 }
+
+mod targets {
+    //! `iomt simulate --target mqtt://…` and `kafka://…` against real brokers: mosquitto (from
+    //! Debian, `iomt_testkit::Mosquitto`) and tansu (a Kafka-protocol broker,
+    //! `iomt_testkit::Tansu`); the messages are read back with ordinary clients and checked.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::{Duration, Instant};
+
+    use iomt_testkit::{Mosquitto, MosquittoOptions, Tansu};
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+    use super::iomt;
+
+    fn stdout(out: &std::process::Output) -> String {
+        format!(
+            "{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_publishes_each_device_to_its_own_topic_at_qos_1() {
+        let Some(broker) = Mosquitto::start_unless_skipped(MosquittoOptions::default()) else {
+            return;
+        };
+        let mut options = MqttOptions::new("simulate-test-subscriber", "127.0.0.1", broker.port());
+        options.set_clean_start(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 10);
+        client
+            .subscribe("devices/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        // Wait for the SUBACK before anything is published.
+        let mut subacks = 0;
+        while subacks < 1 {
+            if let Event::Incoming(Packet::SubAck(_)) =
+                tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+                    .await
+                    .expect("the broker answers")
+                    .expect("the subscriber connects")
+            {
+                subacks += 1;
+            }
+        }
+
+        let target = format!("mqtt://127.0.0.1:{}/devices", broker.port());
+        let out = tokio::task::spawn_blocking(move || {
+            iomt(
+                &[
+                    "simulate",
+                    "--target",
+                    &target,
+                    "--shape",
+                    "iot-hub",
+                    "--devices",
+                    "3",
+                    "--count",
+                    "30",
+                    "--rate",
+                    "200",
+                ],
+                b"",
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("sent      30 messages"), "{}", stdout(&out));
+        assert!(
+            text.contains("accepted  30\n"),
+            "acknowledged: {}",
+            stdout(&out)
+        );
+
+        let mut by_topic: BTreeMap<String, usize> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while by_topic.values().sum::<usize>() < 30 {
+            assert!(Instant::now() < deadline, "only got {by_topic:?}");
+            let event = tokio::time::timeout(Duration::from_secs(5), eventloop.poll())
+                .await
+                .expect("messages arrive")
+                .expect("the subscriber stays connected");
+            if let Event::Incoming(Packet::Publish(publish)) = event {
+                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                let device = topic.strip_prefix("devices/").expect("under the prefix");
+                let body: serde_json::Value = serde_json::from_slice(&publish.payload)
+                    .expect("the body is the IoT Hub message body");
+                assert!(body.is_object(), "{body}");
+                let properties = publish.properties.expect("user properties");
+                assert!(
+                    properties
+                        .user_properties
+                        .iter()
+                        .any(|(name, value)| name == "iothub-creation-time-utc"
+                            && chrono::DateTime::parse_from_rfc3339(value).is_ok()),
+                    "{:?}",
+                    properties.user_properties
+                );
+                assert_eq!(publish.qos, QoS::AtLeastOnce);
+                *by_topic.entry(device.to_owned()).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            by_topic.keys().cloned().collect::<Vec<_>>(),
+            ["sim-0001", "sim-0002", "sim-0003"],
+            "one topic per device"
+        );
+        assert_eq!(by_topic.values().sum::<usize>(), 30);
+    }
+
+    #[test]
+    fn mqtt_with_a_wrong_password_is_refused_and_fails() {
+        let Some(broker) =
+            Mosquitto::start_unless_skipped(MosquittoOptions::default().user("device", "right"))
+        else {
+            return;
+        };
+        let target = format!("mqtt://127.0.0.1:{}/devices", broker.port());
+        let run = |password: &str| {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iomt"))
+                .args([
+                    "simulate", "--target", &target, "--count", "5", "--rate", "100",
+                ])
+                .args([
+                    "--mqtt-username",
+                    "device",
+                    "--mqtt-password-env",
+                    "TEST_MQTT_PASSWORD",
+                ])
+                .env("TEST_MQTT_PASSWORD", password)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child.stdin.take();
+            child.wait_with_output().unwrap()
+        };
+        let out = run("wrong");
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("the target refused the credentials (mqtt reason 13"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(text.contains("accepted  0\n"), "{}", stdout(&out));
+        let out = run("right");
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("accepted  5\n"),
+            "{}",
+            stdout(&out)
+        );
+    }
+
+    /// A CA and a server certificate for 127.0.0.1, as PEM: (CA, certificate, key).
+    fn tls_material() -> (String, String, String) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = server.signed_by(&key, &ca).unwrap();
+        (ca.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn mqtts_verifies_the_broker_with_the_given_ca() {
+        let (ca_pem, cert_pem, key_pem) = tls_material();
+        let Some(broker) = Mosquitto::start_unless_skipped(MosquittoOptions::default().tls(
+            iomt_testkit::MosquittoTls {
+                ca_pem: ca_pem.clone(),
+                cert_pem,
+                key_pem,
+                require_client_cert: false,
+            },
+        )) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let target = format!("mqtts://127.0.0.1:{}/devices", broker.port());
+        let ca = ca_file.display().to_string();
+        let out = iomt(
+            &[
+                "simulate",
+                "--target",
+                &target,
+                "--count",
+                "10",
+                "--rate",
+                "100",
+                "--mqtt-ca-file",
+                &ca,
+            ],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("accepted  10\n"),
+            "{}",
+            stdout(&out)
+        );
+
+        // Another CA: the broker's certificate does not verify, nothing is accepted.
+        let (other_ca, _, _) = tls_material();
+        std::fs::write(&ca_file, other_ca).unwrap();
+        let out = iomt(
+            &[
+                "simulate",
+                "--target",
+                &target,
+                "--count",
+                "10",
+                "--rate",
+                "100",
+                "--mqtt-ca-file",
+                &ca,
+            ],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("accepted  0\n"),
+            "{}",
+            stdout(&out)
+        );
+    }
+
+    #[test]
+    fn mqtt_without_a_broker_says_so_and_fails() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = format!("mqtt://127.0.0.1:{port}/devices");
+        let out = iomt(&["simulate", "--target", &target, "--count", "5"], b"");
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("the target did not answer"),
+            "{}",
+            stdout(&out)
+        );
+    }
+
+    #[test]
+    fn kafka_produces_keyed_by_device_with_iot_hub_properties_as_headers() {
+        let Some(broker) = Tansu::start_unless_skipped() else {
+            return;
+        };
+        broker.create_topic("device-messages", 3).unwrap();
+        let target = format!("kafka://{}/device-messages", broker.bootstrap_servers());
+        let out = iomt(
+            &[
+                "simulate",
+                "--target",
+                &target,
+                "--shape",
+                "iot-hub",
+                "--devices",
+                "4",
+                "--count",
+                "40",
+                "--rate",
+                "200",
+            ],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("accepted  40\n"),
+            "acknowledged: {}",
+            stdout(&out)
+        );
+
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .set("group.id", "simulate-test")
+            .set("session.timeout.ms", "6000")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["device-messages"]).unwrap();
+        let mut keys = BTreeSet::new();
+        let mut seen = 0;
+        let mut partitions = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen < 40 {
+            assert!(Instant::now() < deadline, "only {seen} of 40 consumed");
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message.expect("consumes");
+            let key = String::from_utf8(message.key().expect("keyed").to_vec()).unwrap();
+            let headers: BTreeMap<String, String> = message
+                .headers()
+                .expect("headers")
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                headers.get("iothub-connection-device-id"),
+                Some(&key),
+                "the key is the device id: {headers:?}"
+            );
+            let enqueued = headers
+                .get("iothub-enqueuedtime")
+                .expect("the enqueued time travels as a header");
+            let enqueued = chrono::DateTime::parse_from_rfc3339(enqueued).unwrap();
+            assert_eq!(
+                message.timestamp().to_millis(),
+                Some(enqueued.timestamp_millis()),
+                "the record time is the enqueued time"
+            );
+            assert!(
+                headers.contains_key("iothub-creation-time-utc"),
+                "{headers:?}"
+            );
+            serde_json::from_slice::<serde_json::Value>(message.payload().unwrap())
+                .expect("the value is the message body");
+            keys.insert(key);
+            partitions.insert(message.partition());
+            seen += 1;
+        }
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert!(
+            partitions.len() > 1,
+            "keys spread over partitions: {partitions:?}"
+        );
+    }
+}

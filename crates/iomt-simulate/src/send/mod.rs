@@ -1,5 +1,11 @@
 //! Sending: a fleet's messages paced to a rate, batched into requests, delivered to a target.
 //!
+//! One file per target: [`HttpTarget`] (the connector's ingest endpoint), `MqttTarget`
+//! (feature `mqtt`: QoS 1 to a broker, one topic per device) and `KafkaTarget` (feature
+//! `kafka`: keyed, idempotent produce to a Kafka-protocol broker or Azure Event Hubs).
+//! [`AnyTarget`] is the one the command line picks from a URL. [`run`] sends a [`Fleet`]'s
+//! messages; [`replay`] sends given messages (a file) through the same pacer.
+//!
 //! [`run`] is the only place that reads the clock. It is a token bucket: every tick (at most
 //! 250 ms, shorter at high rates so a tick fills about one request) it adds `rate × elapsed`
 //! tokens, capped at two ticks' worth, and generates one message per whole token, timestamped
@@ -13,7 +19,11 @@
 //!   meanwhile, so the run slows down instead of bursting afterwards. The throttled request is
 //!   retried after the gate opens (up to [`SendOptions::max_throttle_retries`] times).
 //! * **Every message is counted once**: `sent = accepted + Σ rejected + failed` when the target
-//!   accepts whole requests (it reports how many it accepted; the counts follow its word).
+//!   accepts whole requests (it reports how many it accepted; the counts follow its word), and
+//!   always for targets that answer per message ([`Delivery::Each`]: MQTT, Kafka).
+//! * **Accepted means acknowledged**: a target reports a message accepted only once the
+//!   receiver has acknowledged it (HTTP 2xx, MQTT PUBACK, Kafka delivery report), never when it
+//!   was merely written to a socket.
 //! * **A refused key or an unreachable target ends the run** early ([`Ending`]): both would
 //!   fail every later request too. A transport failure after the target has answered once is
 //!   counted and the run goes on.
@@ -21,8 +31,16 @@
 //!   finish and are counted. After a shutdown or a refusal, throttled requests are not retried.
 
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 
 pub use http::{HttpTarget, MESSAGES_PATH};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaSasl, KafkaTarget, KafkaTargetConfig};
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttTarget, MqttTargetConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,7 +59,7 @@ use crate::error::{ConfigError, ConfigProblem};
 use crate::fleet::Fleet;
 use crate::message::SimMessage;
 
-/// Where simulated messages go: the HTTP ingest endpoint now, MQTT or Kafka later.
+/// Where simulated messages go: the HTTP ingest endpoint, an MQTT broker, a Kafka topic.
 ///
 /// A target delivers one request (a batch of messages) and says what became of it; pacing,
 /// batching, concurrency, retries and counting belong to [`run`], the same for every target.
@@ -52,6 +70,71 @@ pub trait Target: Send + Sync + 'static {
 
     /// Delivers one request.
     fn deliver(&self, batch: &[SimMessage]) -> impl Future<Output = Delivery> + Send;
+
+    /// What a rejection status means for this target (an MQTT reason code, a Kafka error
+    /// code), for the summary; `None` for HTTP, whose statuses speak for themselves.
+    fn describe_status(&self, _status: u16) -> Option<String> {
+        None
+    }
+}
+
+/// One of the targets, chosen at run time (the command line's `--target URL`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyTarget {
+    /// The connector's HTTP ingest endpoint.
+    Http(HttpTarget),
+    /// An MQTT broker.
+    #[cfg(feature = "mqtt")]
+    Mqtt(MqttTarget),
+    /// A Kafka topic.
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaTarget),
+}
+
+impl AnyTarget {
+    /// Where messages go, without credentials: for the start line of a run.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyTarget::Http(t) => t.url().to_owned(),
+            #[cfg(feature = "mqtt")]
+            AnyTarget::Mqtt(t) => t.describe(),
+            #[cfg(feature = "kafka")]
+            AnyTarget::Kafka(t) => t.describe(),
+        }
+    }
+}
+
+impl Target for AnyTarget {
+    fn batchable(&self, first: &SimMessage, next: &SimMessage) -> bool {
+        match self {
+            AnyTarget::Http(t) => t.batchable(first, next),
+            #[cfg(feature = "mqtt")]
+            AnyTarget::Mqtt(t) => t.batchable(first, next),
+            #[cfg(feature = "kafka")]
+            AnyTarget::Kafka(t) => t.batchable(first, next),
+        }
+    }
+
+    async fn deliver(&self, batch: &[SimMessage]) -> Delivery {
+        match self {
+            AnyTarget::Http(t) => t.deliver(batch).await,
+            #[cfg(feature = "mqtt")]
+            AnyTarget::Mqtt(t) => t.deliver(batch).await,
+            #[cfg(feature = "kafka")]
+            AnyTarget::Kafka(t) => t.deliver(batch).await,
+        }
+    }
+
+    fn describe_status(&self, status: u16) -> Option<String> {
+        match self {
+            AnyTarget::Http(t) => t.describe_status(status),
+            #[cfg(feature = "mqtt")]
+            AnyTarget::Mqtt(t) => t.describe_status(status),
+            #[cfg(feature = "kafka")]
+            AnyTarget::Kafka(t) => t.describe_status(status),
+        }
+    }
 }
 
 /// What became of one request.
@@ -84,6 +167,17 @@ pub enum Delivery {
     Failed {
         /// What happened (no payload, no credentials).
         reason: String,
+    },
+    /// Each message was answered on its own (MQTT, Kafka), and they fared differently.
+    Each {
+        /// Messages acknowledged.
+        accepted: u64,
+        /// Messages refused, by the target's status ([`Target::describe_status`]).
+        rejected: BTreeMap<u16, u64>,
+        /// Messages whose fate is unknown (the connection was lost, the delivery timed out).
+        failed: u64,
+        /// Why the first of the failed ones failed.
+        failure: Option<String>,
     },
 }
 
@@ -190,8 +284,11 @@ pub struct Summary {
     pub requests: u64,
     /// Messages the target reported accepted.
     pub accepted: u64,
-    /// Messages rejected, by HTTP status (throttled ones that ran out of retries included).
+    /// Messages rejected, by HTTP status (throttled ones that ran out of retries included), MQTT
+    /// reason code or Kafka error code.
     pub rejected: BTreeMap<u16, u64>,
+    /// What the statuses in `rejected` mean, where the target says ([`Target::describe_status`]).
+    pub status_names: BTreeMap<u16, String>,
     /// Messages whose request got no answer.
     pub failed: u64,
     /// Throttling answers received (each delayed the run by its `Retry-After`).
@@ -234,7 +331,10 @@ impl fmt::Display for Summary {
             let by_status: Vec<String> = self
                 .rejected
                 .iter()
-                .map(|(status, n)| format!("{n} with {status}"))
+                .map(|(status, n)| match self.status_names.get(status) {
+                    Some(name) => format!("{n} with {name}"),
+                    None => format!("{n} with {status}"),
+                })
                 .collect();
             writeln!(
                 f,
@@ -254,10 +354,16 @@ impl fmt::Display for Summary {
         match &self.ending {
             Ending::Completed => Ok(()),
             Ending::Interrupted => write!(f, "\nstopped   interrupted"),
-            Ending::Refused { status } => write!(
-                f,
-                "\nstopped   the target refused the API key ({status}): check --api-key-env or --api-key-file"
-            ),
+            Ending::Refused { status } => match self.status_names.get(status) {
+                Some(name) => write!(
+                    f,
+                    "\nstopped   the target refused the credentials ({name}): check the user name and password (or connection string) and the access rules"
+                ),
+                None => write!(
+                    f,
+                    "\nstopped   the target refused the API key ({status}): check --api-key-env or --api-key-file"
+                ),
+            },
             Ending::Unreachable { reason } => write!(
                 f,
                 "\nstopped   the target did not answer ({reason}): is the connector running at that address?"
@@ -329,6 +435,44 @@ pub async fn run<T: Target>(
     options: SendOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Summary {
+    pace(
+        |at| Some(fleet.next_message(at)),
+        u64::MAX,
+        target,
+        options,
+        shutdown,
+    )
+    .await
+}
+
+/// Sends `messages` to `target` as they come, paced and batched as `options` say, until they
+/// run out (the run then ends [`Ending::Completed`]), the limit, `shutdown` or an early end.
+///
+/// `messages` is pulled on the pacer's task: an iterator that blocks (reading standard input)
+/// delays the pacer, which then sends what it has; it does not block other tasks on a
+/// multi-threaded runtime. At most four rounds of requests (`4 × batch × concurrency`) are
+/// pulled per tick, so a fast rate over a large file streams it instead of reading it whole.
+pub async fn replay<T: Target>(
+    messages: impl Iterator<Item = SimMessage>,
+    target: Arc<T>,
+    options: SendOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Summary {
+    let mut messages = messages;
+    let per_tick = 4 * options.batch.get() as u64 * options.concurrency.get() as u64;
+    pace(|_| messages.next(), per_tick, target, options, shutdown).await
+}
+
+/// The pacer behind [`run`] and [`replay`]: `next(at)` gives the message to send at `at`, or
+/// `None` when there are no more; at most `per_tick` are taken per tick (the rest of the
+/// tokens stay, up to the burst cap).
+async fn pace<T: Target>(
+    mut next: impl FnMut(chrono::DateTime<Utc>) -> Option<SimMessage>,
+    per_tick: u64,
+    target: Arc<T>,
+    options: SendOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Summary {
     let shared = Arc::new(Shared::default());
     let permits = Arc::new(Semaphore::new(options.concurrency.get()));
     let mut tasks = JoinSet::new();
@@ -374,7 +518,7 @@ pub async fn run<T: Target>(
         let elapsed = now - last;
         last = now;
         tokens = (tokens + rate * elapsed.as_secs_f64()).min(burst);
-        let mut n = tokens as u64;
+        let mut n = (tokens as u64).min(per_tick);
         if let Limit::Count(count) = options.limit {
             n = n.min(count - produced);
         }
@@ -385,12 +529,19 @@ pub async fn run<T: Target>(
         let wall = Utc::now();
         let span_ms = elapsed.as_secs_f64() * 1000.0;
         messages.clear();
+        let mut exhausted = false;
         for k in 0..n {
             let back = span_ms * (n - 1 - k) as f64 / n as f64;
             let at = wall - TimeDelta::microseconds((back * 1000.0) as i64);
-            messages.push(fleet.next_message(at));
+            match next(at) {
+                Some(message) => messages.push(message),
+                None => {
+                    exhausted = true;
+                    break;
+                }
+            }
         }
-        produced += n;
+        produced += messages.len() as u64;
 
         for batch in batches(&*target, &mut messages, options.batch.get()) {
             let permit = tokio::select! {
@@ -417,7 +568,7 @@ pub async fn run<T: Target>(
             ));
         }
         let count_reached = matches!(options.limit, Limit::Count(count) if produced >= count);
-        if last_tick || count_reached {
+        if last_tick || count_reached || exhausted {
             break Ending::Completed;
         }
     };
@@ -428,6 +579,11 @@ pub async fn run<T: Target>(
     while tasks.join_next().await.is_some() {}
 
     let mut summary = std::mem::take(&mut *shared.summary());
+    summary.status_names = summary
+        .rejected
+        .keys()
+        .filter_map(|&status| Some((status, target.describe_status(status)?)))
+        .collect();
     summary.duration = started.elapsed();
     summary.ending = match ending {
         Ending::Completed | Ending::Interrupted => shared.stop_reason().unwrap_or(ending),
@@ -469,7 +625,7 @@ async fn deliver<T: Target>(
         shared.wait_for_gate().await;
         shared.summary().requests += 1;
         let delivery = target.deliver(&batch).await;
-        if !matches!(delivery, Delivery::Failed { .. }) {
+        if !matches!(delivery, Delivery::Failed { .. } | Delivery::Each { .. }) {
             shared.answered.store(true, Ordering::Relaxed);
         }
         match delivery {
@@ -497,6 +653,29 @@ async fn deliver<T: Target>(
                 shared.summary().failed += len;
                 if !shared.answered.load(Ordering::Relaxed) {
                     shared.stop(Ending::Unreachable { reason });
+                }
+            }
+            Delivery::Each {
+                accepted,
+                rejected,
+                failed,
+                failure,
+            } => {
+                let answered = accepted > 0 || !rejected.is_empty();
+                {
+                    let mut summary = shared.summary();
+                    summary.accepted += accepted;
+                    for (status, n) in rejected {
+                        *summary.rejected.entry(status).or_default() += n;
+                    }
+                    summary.failed += failed;
+                }
+                if answered {
+                    shared.answered.store(true, Ordering::Relaxed);
+                } else if failed > 0 && !shared.answered.load(Ordering::Relaxed) {
+                    shared.stop(Ending::Unreachable {
+                        reason: failure.unwrap_or_else(|| "no answer".to_owned()),
+                    });
                 }
             }
         }
@@ -659,6 +838,92 @@ mod tests {
         // run ends about 0.5 + 5 + 1 s after it started, not 1.5 s.
         let seconds = summary.duration.as_secs_f64();
         assert!((6.0..=7.0).contains(&seconds), "took {seconds} s");
+    }
+
+    // Paused time: the end of the input, not a limit, ends the run, at the rate.
+    #[tokio::test(start_paused = true)]
+    async fn replay_sends_every_message_and_ends_when_they_run_out() {
+        let mut fleet = Fleet::new(FleetConfig::default()).unwrap();
+        let now = Utc::now();
+        let messages: Vec<SimMessage> = (0..250).map(|_| fleet.next_message(now)).collect();
+        let options = SendOptions::new(Rate::per_second(100.0).unwrap());
+        let summary = replay(
+            messages.into_iter(),
+            Arc::new(EveryOther),
+            options,
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(summary.sent, 250);
+        assert_eq!(summary.accepted, 250);
+        assert_eq!(summary.ending, Ending::Completed);
+        // 2.5 s for 250 at 100/s; the end of the input is found one tick (250 ms) later.
+        let seconds = summary.duration.as_secs_f64();
+        assert!((2.4..=2.8).contains(&seconds), "took {seconds} s");
+    }
+
+    /// Acknowledges all but the first message of each request: the first is rejected with
+    /// status 135, or fails when `fail` is set.
+    struct EachButFirst {
+        fail: bool,
+    }
+
+    impl Target for EachButFirst {
+        fn batchable(&self, _: &SimMessage, _: &SimMessage) -> bool {
+            true
+        }
+
+        async fn deliver(&self, batch: &[SimMessage]) -> Delivery {
+            let rest = batch.len() as u64 - 1;
+            Delivery::Each {
+                accepted: rest,
+                rejected: if self.fail {
+                    BTreeMap::new()
+                } else {
+                    BTreeMap::from([(135, 1)])
+                },
+                failed: u64::from(self.fail),
+                failure: self.fail.then(|| "lost".to_owned()),
+            }
+        }
+
+        fn describe_status(&self, status: u16) -> Option<String> {
+            Some(format!("reason {status}"))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_message_answers_are_counted_each() {
+        for fail in [false, true] {
+            let mut fleet = Fleet::new(FleetConfig::default()).unwrap();
+            let mut options = SendOptions::new(Rate::per_second(100.0).unwrap());
+            options.batch = NonZeroUsize::new(10).unwrap();
+            options.limit = Limit::Count(100);
+            let summary = run(
+                &mut fleet,
+                Arc::new(EachButFirst { fail }),
+                options,
+                std::future::pending(),
+            )
+            .await;
+            assert_eq!(summary.sent, 100);
+            assert_eq!(
+                summary.accepted + summary.rejected_total() + summary.failed,
+                100,
+                "each message counted once"
+            );
+            assert_eq!(summary.accepted, 90);
+            assert_eq!(summary.ending, Ending::Completed);
+            if fail {
+                assert_eq!(summary.failed, 10);
+            } else {
+                assert_eq!(summary.rejected.get(&135), Some(&10));
+                assert!(
+                    summary.to_string().contains("10 with reason 135"),
+                    "{summary}"
+                );
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@ pub mod check;
 pub mod dead_letter;
 pub mod export;
 pub mod normalize;
+pub mod replay;
 pub mod run;
 pub mod simulate;
 pub mod test_mapping;

@@ -1,9 +1,12 @@
 //! `iomt simulate`: simulated device traffic to a running connector, or to NDJSON.
 //!
 //! With `--target`, messages are paced to `--rate` per second across `--devices` devices and
-//! posted to the connector's HTTP ingest endpoint (see `docs/simulator.md`); a summary goes to
-//! stdout at the end, and the exit status is 1 when the target refused the key or never
-//! answered. With `--output`, the messages are written as NDJSON instead (event envelopes for
+//! sent to the target the URL names (see `docs/simulator.md`): the connector's HTTP ingest
+//! endpoint (`http(s)://`), an MQTT broker (`mqtt(s)://host:port/topic-prefix`, QoS 1, one
+//! topic per device) or a Kafka topic (`kafka://host:port/topic`, keyed by device id). A
+//! summary of what the target acknowledged goes to stdout at the end, and the exit status is 1
+//! when the target refused the credentials or never answered. The target flags
+//! ([`TargetArgs`]) are shared with `iomt replay`. With `--output`, the messages are written as NDJSON instead (event envelopes for
 //! the IoT Hub shape), as fast as they can be made, stamped `1 / rate` seconds apart from
 //! `--start`: the same seed and start give the same file, ready for `iomt normalize` and
 //! `iomt test-mapping`.
@@ -18,7 +21,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, TimeDelta, Utc};
-use iomt_simulate::send::{self, Ending, HttpTarget, Limit, Rate, SendOptions};
+use iomt_simulate::send::{
+    self, AnyTarget, Ending, HttpTarget, KafkaSasl, KafkaTarget, KafkaTargetConfig, Limit,
+    MqttTarget, MqttTargetConfig, Rate, SendOptions,
+};
 use iomt_simulate::{Fleet, FleetConfig, Shape};
 
 /// The message shape, as the example mappings read it.
@@ -50,7 +56,9 @@ impl From<ShapeArg> for Shape {
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("destination").required(true).args(["target", "output"]))]
 pub struct Args {
-    /// The connector's base URL; messages go to `<URL>/v1/messages`.
+    /// Where to send: the connector's base URL (`http(s)://host:port`, messages go to
+    /// `<URL>/v1/messages`), an MQTT broker (`mqtt(s)://host:port/topic-prefix`, each device
+    /// publishes to `<topic-prefix>/<device-id>`) or a Kafka topic (`kafka://host:port/topic`).
     #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// Write NDJSON to FILE (`-` for stdout) instead of sending.
@@ -82,25 +90,124 @@ pub struct Args {
     /// (`<PREFIX>-patient-0001`, …).
     #[arg(long, default_value = "sim")]
     device_prefix: String,
-    /// The environment variable holding the API key [default: IOMT_API_KEY, when set].
-    #[arg(long, value_name = "NAME", conflicts_with = "api_key_file")]
-    api_key_env: Option<String>,
-    /// A file holding the API key.
-    #[arg(long, value_name = "FILE")]
-    api_key_file: Option<PathBuf>,
-    /// Send each message as its event envelope (`?envelope=true`) instead of the body with
-    /// its properties as headers: IoT Hub messages then travel in batches, not one per request.
-    #[arg(long)]
-    envelope: bool,
-    /// Most messages per request.
-    #[arg(long, default_value = "100")]
-    batch: NonZeroUsize,
-    /// Most requests in flight.
-    #[arg(long, default_value = "4")]
-    concurrency: NonZeroUsize,
+    #[command(flatten)]
+    target_args: TargetArgs,
     /// With --output: the first message's time (RFC 3339) [default: now].
     #[arg(long, value_name = "TIME", requires = "output")]
     start: Option<DateTime<Utc>>,
+}
+
+/// How to reach a target: credentials, TLS, batching (shared by `simulate` and `replay`).
+#[derive(clap::Args)]
+pub struct TargetArgs {
+    /// HTTP: the environment variable holding the API key [default: IOMT_API_KEY, when set].
+    #[arg(long, value_name = "NAME", conflicts_with = "api_key_file")]
+    api_key_env: Option<String>,
+    /// HTTP: a file holding the API key.
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// HTTP: send each message as its event envelope (`?envelope=true`) instead of the body
+    /// with its properties as headers: IoT Hub messages then travel in batches, not one per
+    /// request.
+    #[arg(long)]
+    envelope: bool,
+    /// MQTT: the user name.
+    #[arg(long, value_name = "NAME")]
+    mqtt_username: Option<String>,
+    /// MQTT: the environment variable holding the password.
+    #[arg(long, value_name = "NAME", requires = "mqtt_username")]
+    mqtt_password_env: Option<String>,
+    /// MQTT over TLS (`mqtts://`): the PEM file of the CA that signed the broker's certificate.
+    #[arg(long, value_name = "FILE")]
+    mqtt_ca_file: Option<PathBuf>,
+    /// MQTT: the client id [default: iomt-simulate-<process id>].
+    #[arg(long, value_name = "ID")]
+    mqtt_client_id: Option<String>,
+    /// Kafka: SASL PLAIN (over TLS) user name.
+    #[arg(long, value_name = "NAME", requires = "kafka_sasl_password_env")]
+    kafka_sasl_username: Option<String>,
+    /// Kafka: the environment variable holding the SASL password.
+    #[arg(long, value_name = "NAME", requires = "kafka_sasl_username")]
+    kafka_sasl_password_env: Option<String>,
+    /// Kafka (Azure Event Hubs): the environment variable holding the namespace or event hub
+    /// connection string (SASL PLAIN over TLS, user `$ConnectionString`).
+    #[arg(long, value_name = "NAME", conflicts_with = "kafka_sasl_username")]
+    event_hubs_connection_string_env: Option<String>,
+    /// Kafka with SASL: a PEM CA file instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    kafka_ca_file: Option<PathBuf>,
+    /// Most messages per request (HTTP) or per wait for acknowledgements (MQTT, Kafka).
+    #[arg(long, default_value = "100")]
+    pub batch: NonZeroUsize,
+    /// Most requests in flight.
+    #[arg(long, default_value = "4")]
+    pub concurrency: NonZeroUsize,
+}
+
+/// The value of the environment variable `name`, which must be set and not blank.
+fn secret_env(name: &str, flag: &str) -> anyhow::Result<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
+        _ => bail!("the environment variable {name} is not set or empty: set it or drop {flag}"),
+    }
+}
+
+impl TargetArgs {
+    /// The target `url` names, built with these settings. Must be called within a tokio
+    /// runtime (MQTT and Kafka connect in the background).
+    pub fn build(&self, url: &str) -> anyhow::Result<AnyTarget> {
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+        let target = match scheme {
+            "http" | "https" => {
+                let mut target = HttpTarget::new(url, api_key(self)?.as_deref())?;
+                if self.envelope {
+                    target = target.with_envelopes();
+                }
+                AnyTarget::Http(target)
+            }
+            "mqtt" | "mqtts" => {
+                let password = self
+                    .mqtt_password_env
+                    .as_deref()
+                    .map(|name| secret_env(name, "--mqtt-password-env"))
+                    .transpose()?;
+                AnyTarget::Mqtt(MqttTarget::new(&MqttTargetConfig {
+                    url: url.to_owned(),
+                    username: self.mqtt_username.clone(),
+                    password,
+                    ca_file: self.mqtt_ca_file.clone(),
+                    client_id: self.mqtt_client_id.clone(),
+                })?)
+            }
+            "kafka" => {
+                let sasl = match (
+                    &self.kafka_sasl_username,
+                    &self.kafka_sasl_password_env,
+                    &self.event_hubs_connection_string_env,
+                ) {
+                    (Some(username), Some(password), _) => Some(KafkaSasl {
+                        username: username.clone(),
+                        password: secret_env(password, "--kafka-sasl-password-env")?,
+                    }),
+                    (_, _, Some(name)) => Some(KafkaSasl::event_hubs(&secret_env(
+                        name,
+                        "--event-hubs-connection-string-env",
+                    )?)?),
+                    _ => None,
+                };
+                AnyTarget::Kafka(KafkaTarget::new(&KafkaTargetConfig {
+                    url: url.to_owned(),
+                    sasl,
+                    ca_file: self.kafka_ca_file.clone(),
+                    extra: Vec::new(),
+                })?)
+            }
+            _ => bail!(
+                "target '{url}' has no known scheme: give http(s)://host:port, mqtt(s)://host:port/topic-prefix or kafka://host:port/topic"
+            ),
+        };
+        Ok(target)
+    }
 }
 
 /// Runs the command.
@@ -120,7 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     match (&args.output, &args.target) {
         (Some(path), _) => write_ndjson(fleet, rate, limit, args.start, path),
-        (None, Some(base)) => send_http(fleet, rate, limit, base, &args),
+        (None, Some(url)) => send(fleet, rate, limit, url, &args.target_args),
         (None, None) => bail!("give --target URL to send or --output FILE to write"),
     }
 }
@@ -176,7 +283,7 @@ fn write_ndjson(
     Ok(ExitCode::SUCCESS)
 }
 
-fn api_key(args: &Args) -> anyhow::Result<Option<String>> {
+fn api_key(args: &TargetArgs) -> anyhow::Result<Option<String>> {
     if let Some(path) = &args.api_key_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the API key file {}", path.display()))?;
@@ -203,18 +310,13 @@ fn api_key(args: &Args) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn send_http(
+fn send(
     mut fleet: Fleet,
     rate: Rate,
     limit: Limit,
-    base: &str,
-    args: &Args,
+    url: &str,
+    args: &TargetArgs,
 ) -> anyhow::Result<ExitCode> {
-    let mut target = HttpTarget::new(base, api_key(args)?.as_deref())?;
-    if args.envelope {
-        target = target.with_envelopes();
-    }
-    let target = Arc::new(target);
     let options = SendOptions {
         batch: args.batch,
         concurrency: args.concurrency,
@@ -225,12 +327,13 @@ fn send_http(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let target = Arc::new(runtime.block_on(async { args.build(url) })?);
     eprintln!(
         "sending {} messages from {} devices at {} messages/s to {}; Ctrl-C stops",
         fleet.shape(),
         fleet.device_count(),
         rate.get(),
-        target.url()
+        target.describe()
     );
     let summary = runtime.block_on(async {
         let shutdown = async {
@@ -238,7 +341,10 @@ fn send_http(
                 std::future::pending::<()>().await;
             }
         };
-        send::run(&mut fleet, target, options, shutdown).await
+        let summary = send::run(&mut fleet, Arc::clone(&target), options, shutdown).await;
+        // MQTT and Kafka clients stop inside the runtime.
+        drop(target);
+        summary
     });
     println!("{summary}");
     Ok(match summary.ending {
