@@ -32,6 +32,10 @@ pub const CONFIG_VERSION: u32 = 1;
 pub struct PipelineConfig {
     /// The file format version; must be 1.
     pub version: u32,
+    /// What this instance does: `all` (default), `normalize` or `transform` (see
+    /// `docs/scale-out.md`).
+    #[serde(default)]
+    pub role: Role,
     /// Where the durable log, the dead-letter store and the local FHIR store live
     /// (default `iomt-data` next to the configuration file).
     #[serde(default)]
@@ -55,6 +59,33 @@ pub struct PipelineConfig {
     /// The admin listener: health, readiness, metrics, dead-letter and mapping APIs.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The normalized topic shared by `normalize` and `transform` instances.
+    #[serde(default)]
+    pub scale_out: Option<crate::kafka::ScaleOutConfig>,
+}
+
+/// What an instance does (`role:`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in one process: sources → normalize → group → persist.
+    #[default]
+    All,
+    /// Sources → normalize → measurements to `scale_out.normalized_topic`.
+    Normalize,
+    /// `scale_out.normalized_topic` → group → persist.
+    Transform,
+}
+
+impl Role {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Normalize => "normalize",
+            Role::Transform => "transform",
+        }
+    }
 }
 
 /// The mapping files.
@@ -84,6 +115,10 @@ pub struct SourcesConfig {
     /// MQTT subscription (see [`crate::ingest::mqtt`] and `docs/sources.md`).
     #[serde(default)]
     pub mqtt: Option<crate::ingest::mqtt::MqttSourceConfig>,
+    /// Kafka topics, or Azure Event Hubs through its Kafka endpoint (see [`crate::kafka`] and
+    /// `docs/sources.md`).
+    #[serde(default)]
+    pub kafka: Option<crate::kafka::KafkaSourceConfig>,
 }
 
 /// HTTP ingest.
@@ -416,6 +451,12 @@ impl PipelineConfig {
         if let Some(mqtt) = self.sources.mqtt.as_mut() {
             mqtt.resolve_paths(resolve);
         }
+        if let Some(kafka) = self.sources.kafka.as_mut() {
+            kafka.resolve_paths(resolve);
+        }
+        if let Some(scale_out) = self.scale_out.as_mut() {
+            scale_out.resolve_paths(resolve);
+        }
         resolve(&mut self.mappings.fhir);
         let data_dir = self
             .data_dir
@@ -510,11 +551,21 @@ impl PipelineConfig {
             })
         };
         check_mappings(self, &mut problem);
-        if self.sources.http.is_none() && self.sources.mqtt.is_none() {
+        let has_source = self.sources.http.is_some()
+            || self.sources.mqtt.is_some()
+            || self.sources.kafka.is_some();
+        if !has_source && self.role != Role::Transform {
             problem(
                 "sources",
-                "no source is configured: add `http: {}` or `mqtt: {…}` under `sources`".into(),
+                "no source is configured: add `http: {}`, `mqtt: {…}` or `kafka: {…}` under `sources`".into(),
             );
+        }
+        check_role(self, &mut problem);
+        if let Some(kafka) = &self.sources.kafka {
+            check_kafka_source(kafka, self.scale_out.as_ref(), &mut problem);
+        }
+        if let Some(scale_out) = &self.scale_out {
+            check_scale_out(scale_out, &mut problem);
         }
         if let Some(mqtt) = &self.sources.mqtt {
             mqtt.check("sources.mqtt", &mut problem);
@@ -662,6 +713,127 @@ fn check_mappings(config: &PipelineConfig, problem: &mut impl FnMut(&str, String
                 config.mappings.fhir.to_string_lossy()
             ),
         ),
+    }
+}
+
+fn check_role(config: &PipelineConfig, problem: &mut impl FnMut(&str, String)) {
+    match config.role {
+        Role::All => {
+            if config.scale_out.is_some() {
+                problem(
+                    "scale_out",
+                    "is only used by role normalize (writes it) and role transform (reads it): \
+                     set `role:` or remove scale_out"
+                        .into(),
+                );
+            }
+        }
+        Role::Normalize => {
+            if config.scale_out.is_none() {
+                problem(
+                    "scale_out",
+                    "role normalize writes measurements to scale_out.normalized_topic: add \
+                     scale_out with bootstrap_servers and normalized_topic"
+                        .into(),
+                );
+            }
+        }
+        Role::Transform => {
+            if config.scale_out.is_none() {
+                problem(
+                    "scale_out",
+                    "role transform reads measurements from scale_out.normalized_topic: add \
+                     scale_out with bootstrap_servers and normalized_topic"
+                        .into(),
+                );
+            }
+            for (name, set) in [
+                ("http", config.sources.http.is_some()),
+                ("mqtt", config.sources.mqtt.is_some()),
+                ("kafka", config.sources.kafka.is_some()),
+            ] {
+                if set {
+                    problem(
+                        &format!("sources.{name}"),
+                        "role transform reads only scale_out.normalized_topic: configure \
+                         sources on the normalize instances, or use role all"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_kafka_source(
+    kafka: &crate::kafka::KafkaSourceConfig,
+    scale_out: Option<&crate::kafka::ScaleOutConfig>,
+    problem: &mut impl FnMut(&str, String),
+) {
+    crate::kafka::config::check_connection("sources.kafka", &kafka.connection(), problem);
+    if kafka.topics.is_empty() {
+        problem(
+            "sources.kafka.topics",
+            "must name at least one topic (event hub)".into(),
+        );
+    }
+    for (i, topic) in kafka.topics.iter().enumerate() {
+        if topic.trim().is_empty() {
+            problem(
+                &format!("sources.kafka.topics[{i}]"),
+                "must not be empty".into(),
+            );
+        }
+        if let Some(s) = scale_out
+            && s.normalized_topic == *topic
+        {
+            problem(
+                &format!("sources.kafka.topics[{i}]"),
+                "is scale_out.normalized_topic: the raw device topic and the normalized topic \
+                 must differ"
+                    .into(),
+            );
+        }
+    }
+    if kafka.group_id.trim().is_empty() {
+        problem(
+            "sources.kafka.group_id",
+            "must not be empty: every instance sharing the topics uses the same group".into(),
+        );
+    }
+    if kafka.session_timeout.is_zero() {
+        problem(
+            "sources.kafka.session_timeout",
+            "must be greater than zero, e.g. 6s".into(),
+        );
+    }
+}
+
+fn check_scale_out(
+    scale_out: &crate::kafka::ScaleOutConfig,
+    problem: &mut impl FnMut(&str, String),
+) {
+    crate::kafka::config::check_connection("scale_out", &scale_out.connection(), problem);
+    if scale_out.normalized_topic.trim().is_empty() {
+        problem(
+            "scale_out.normalized_topic",
+            "must name the topic of normalized measurements".into(),
+        );
+    }
+    if scale_out.group_id.trim().is_empty() {
+        problem("scale_out.group_id", "must not be empty".into());
+    }
+    if scale_out.session_timeout.is_zero() {
+        problem(
+            "scale_out.session_timeout",
+            "must be greater than zero, e.g. 6s".into(),
+        );
+    }
+    if scale_out.delivery_timeout.is_zero() {
+        problem(
+            "scale_out.delivery_timeout",
+            "must be greater than zero, e.g. 30s".into(),
+        );
     }
 }
 
@@ -889,6 +1061,90 @@ destination:
             panic!("expected a bearer token file");
         };
         assert_eq!(token, &dir.path().join("secrets/token"));
+    }
+
+    #[test]
+    fn kafka_source_and_scale_out_parse() {
+        let text = MINIMAL
+            .replace("version: 1", "version: 1\nrole: normalize")
+            .replace(
+                "destination:",
+                "scale_out:\n  bootstrap_servers: 127.0.0.1:9092\n  normalized_topic: normalizeddata\ndestination:",
+            )
+            .replace(
+                "sources:",
+                "sources:\n  kafka:\n    bootstrap_servers: 127.0.0.1:9092\n    topics: [devicedata]\n    group_id: iomt-normalize\n    security:\n      sasl_ssl: {mechanism: SCRAM-SHA-512, username: u, password: {env: KAFKA_PASSWORD}}\n    extra: {fetch.min.bytes: '1'}",
+            );
+        let c = PipelineConfig::from_yaml_str(&text).unwrap();
+        assert_eq!(c.role, Role::Normalize);
+        let kafka = c.sources.kafka.as_ref().unwrap();
+        assert_eq!(kafka.topics, ["devicedata"]);
+        assert_eq!(kafka.session_timeout, Duration::from_secs(6));
+        assert!(matches!(
+            kafka.security,
+            crate::kafka::KafkaSecurity::SaslSsl {
+                mechanism: crate::kafka::SaslMechanism::ScramSha512,
+                ..
+            }
+        ));
+        let scale_out = c.scale_out.as_ref().unwrap();
+        assert_eq!(scale_out.normalized_topic, "normalizeddata");
+        assert_eq!(scale_out.group_id, "iomt-transform");
+    }
+
+    #[test]
+    fn event_hubs_connection_strings_stay_out_of_debug_output() {
+        let text = MINIMAL.replace(
+            "sources:",
+            "sources:\n  kafka:\n    topics: [devicedata]\n    group_id: '$Default'\n    security:\n      event_hubs:\n        connection_string: {value: 'Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=S3CRETKEY'}",
+        );
+        let c = PipelineConfig::from_yaml_str(&text).unwrap();
+        let debug = format!("{c:?}");
+        assert!(debug.contains("EventHubs"), "{debug}");
+        assert!(!debug.contains("S3CRETKEY"), "{debug}");
+        // No bootstrap_servers needed: it comes from the connection string's endpoint.
+        let problems = c.validate().unwrap_err(); // the mapping files do not exist here
+        assert!(
+            problems
+                .iter()
+                .all(|p| !p.path.starts_with("sources.kafka")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn roles_without_scale_out_or_with_contradictions_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |text: &str| -> Vec<String> {
+            let path = dir.path().join("pipeline.yaml");
+            std::fs::write(&path, text).unwrap();
+            let c = PipelineConfig::load(&path).unwrap();
+            c.validate()
+                .unwrap_err()
+                .into_iter()
+                .map(|p| p.path)
+                .collect()
+        };
+        let transform = check(&MINIMAL.replace("version: 1", "version: 1\nrole: transform"));
+        assert!(transform.contains(&"scale_out".to_owned()), "{transform:?}");
+        assert!(
+            transform.contains(&"sources.http".to_owned()),
+            "{transform:?}"
+        );
+        let normalize = check(&MINIMAL.replace("version: 1", "version: 1\nrole: normalize"));
+        assert!(normalize.contains(&"scale_out".to_owned()), "{normalize:?}");
+        let all = check(&MINIMAL.replace(
+            "destination:",
+            "scale_out: {bootstrap_servers: 'b:1', normalized_topic: t, group_id: ''}\nsources:\n  kafka: {topics: [t], group_id: g}\ndestination:",
+        ).replace("sources:\n  http:\n    auth:\n      allow_unauthenticated: true\n", ""));
+        for expected in [
+            "scale_out",
+            "scale_out.group_id",
+            "sources.kafka.bootstrap_servers",
+            "sources.kafka.topics[0]",
+        ] {
+            assert!(all.contains(&expected.to_owned()), "{expected} in {all:?}");
+        }
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum RuntimeError {
     /// The MQTT source's settings could not be used.
     #[error("mqtt source: {0}")]
     Mqtt(#[from] crate::ingest::mqtt::MqttSourceError),
+    /// A Kafka client (source, normalized topic) could not be set up.
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::kafka::KafkaSetupError),
     /// A listener could not bind.
     #[error("{0}")]
     Bind(std::io::Error),

@@ -6,6 +6,9 @@
 //! * [`config`]: `pipeline.yaml`, strict, every error with its path.
 //! * [`ingest`]: sources (HTTP, MQTT); they append [`event::DeviceEvent`]s to the log and
 //!   acknowledge only once durable. [`auth`], [`tls`] and [`listener`] serve them.
+//! * [`kafka`]: the Kafka source (also Azure Event Hubs) and the scale-out topic between
+//!   role `normalize` and role `transform` instances; Kafka feeds the pipeline directly and
+//!   its offsets are committed after each batch.
 //! * [`pipeline`]: the batch loop over the log: normalize, group, persist through a
 //!   [`sink::Sink`] (FHIR server or local store), dead-letter, checkpoint.
 //! * [`dead_letter`]: redriving stored failures.
@@ -39,6 +42,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod kafka;
 pub mod listener;
 pub mod mappings;
 pub mod metrics;

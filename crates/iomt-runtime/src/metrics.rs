@@ -93,6 +93,19 @@ pub struct Metrics {
     pub destination_unavailable: Gauge<i64, AtomicI64>,
     /// Entries in the dead-letter store.
     pub dead_letters_stored: Counter<u64, AtomicU64>,
+    /// Messages read from Kafka topics (the raw source or the normalized topic).
+    pub kafka_messages_consumed: Counter,
+    /// Offset commits that failed (usually partitions revoked by a rebalance; the next owner
+    /// reprocesses from the previous commit).
+    pub kafka_commit_failures: Counter,
+    /// Measurements produced to the normalized topic and acknowledged.
+    pub kafka_messages_produced: Counter,
+    /// Measurements the brokers did not acknowledge (the batch is produced again).
+    pub kafka_produce_errors: Counter,
+    /// Time to produce a batch to the normalized topic until every acknowledgement.
+    pub kafka_produce_seconds: Histogram,
+    /// Kafka partitions this instance's consumer currently owns.
+    pub kafka_assigned_partitions: Gauge<i64, AtomicI64>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -207,8 +220,50 @@ impl Metrics {
             "Entries written to the dead-letter store",
             dead_letters_stored.clone(),
         );
+        let kafka_messages_consumed = Counter::default();
+        registry.register(
+            "kafka_messages_consumed",
+            "Messages read from Kafka topics",
+            kafka_messages_consumed.clone(),
+        );
+        let kafka_commit_failures = Counter::default();
+        registry.register(
+            "kafka_commit_failures",
+            "Kafka offset commits that failed (partitions revoked by a rebalance, broker errors)",
+            kafka_commit_failures.clone(),
+        );
+        let kafka_messages_produced = Counter::default();
+        registry.register(
+            "kafka_messages_produced",
+            "Measurements produced to the normalized topic and acknowledged",
+            kafka_messages_produced.clone(),
+        );
+        let kafka_produce_errors = Counter::default();
+        registry.register(
+            "kafka_produce_errors",
+            "Measurements the Kafka brokers did not acknowledge",
+            kafka_produce_errors.clone(),
+        );
+        let kafka_produce_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "kafka_produce_duration_seconds",
+            "Time to produce a batch to the normalized topic until every acknowledgement",
+            kafka_produce_seconds.clone(),
+        );
+        let kafka_assigned_partitions = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "kafka_assigned_partitions",
+            "Kafka partitions this instance's consumer currently owns",
+            kafka_assigned_partitions.clone(),
+        );
         Metrics {
             registry,
+            kafka_assigned_partitions,
+            kafka_messages_consumed,
+            kafka_commit_failures,
+            kafka_messages_produced,
+            kafka_produce_errors,
+            kafka_produce_seconds,
             messages_received,
             requests_refused,
             messages_normalized,

@@ -1,38 +1,52 @@
-//! The running pipeline: durable log → normalize → group → transform and persist, with every
-//! failure dead-lettered and progress checkpointed.
+//! The running pipeline: input → normalize → group → transform and persist (or, in role
+//! `normalize`, produce to the normalized topic), with every failure dead-lettered and progress
+//! checkpointed.
+//!
+//! # Inputs and outputs
+//! A pipeline reads batches from one [`PipelineInput`]: the durable log (HTTP and MQTT
+//! sources, redrives), or a Kafka consumer group (`sources.kafka`; in role `transform`, the
+//! normalized topic, whose records are measurements and skip normalization). It writes to one
+//! [`PipelineOutput`]: persist (group → [`Sink`]) or produce the measurements to the
+//! normalized topic. The service runs one pipeline over the log and, with a Kafka input, a
+//! second one over Kafka; see `docs/scale-out.md` for which role runs which.
 //!
 //! # How a batch flows
-//! 1. **Gather**: records are read from the log until `flush_interval` has passed since the
+//! 1. **Gather**: records are read from the input until `flush_interval` has passed since the
 //!    batch's first record arrived, or `max_batch_messages` are in hand.
 //! 2. **Normalize** (on the blocking pool; pure): each record's message is wrapped in its
 //!    `{Body, Properties, SystemProperties}` envelope and matched against the device mapping.
 //!    A message that fails is dead-lettered byte for byte; the rest go on.
-//! 3. **Group** the batch's measurements per device, patient, encounter, type and window
+//! 3. **Produce** (role normalize): the measurements go to the normalized topic, produced
+//!    again until every one is acknowledged. Otherwise:
+//! 4. **Group** the batch's measurements per device, patient, encounter, type and window
 //!    (SPEC §6), exactly as `iomt test-mapping` does.
-//! 4. **Persist** the groups through the [`Sink`]: create, or merge into the existing
+//! 5. **Persist** the groups through the [`Sink`]: create, or merge into the existing
 //!    Observation. A group rejected for a reason of its own (not found, mismatch, invalid
 //!    value, 4xx) is dead-lettered at once. A retryable failure is tried again: while the
 //!    destination is down (every write fails and its health probe fails) the pipeline waits
 //!    and retries without limit — an outage dead-letters nothing; a group that keeps failing
 //!    while the destination is healthy is dead-lettered after `max_attempts`.
-//! 5. **Dead letters** of the batch are written (durably) to the store.
-//! 6. **Checkpoint**: the log position after the batch is committed; the log may then drop
-//!    the segments behind it.
+//! 6. **Dead letters** of the batch are written (durably) to the store.
+//! 7. **Checkpoint**: the log position after the batch is committed (the log may then drop
+//!    the segments behind it), or the Kafka offsets after the batch are committed.
 //!
 //! # What must hold
-//! * The checkpoint moves past a record only once everything derived from it is persisted
-//!   or in the dead-letter store. A crash at any point replays at most the batch in flight,
-//!   and replays are harmless: Observation ids are deterministic and merges idempotent.
+//! * The checkpoint (log position or Kafka offset) moves past a record only once everything
+//!   derived from it is persisted, produced and acknowledged, or in the dead-letter store. A
+//!   crash at any point replays at most the batch in flight, and replays are harmless:
+//!   Observation ids are deterministic and merges idempotent. A Kafka commit that fails
+//!   because a rebalance moved the partitions only means the new owner replays the batch.
 //! * One bad message or group never stops the others.
-//! * Batches are handled one at a time, in log order, so the groups of one device are
-//!   written in order (the FHIR client also orders each device's writes within a batch).
+//! * Batches of one input are handled one at a time, in order, so the groups of one device
+//!   are written in order (the FHIR client also orders each device's writes within a batch).
+//!   Across inputs (log and Kafka) no order is promised; a device sends through one of them.
 //! * Nothing here logs message content or identifiers; the dead-letter store holds them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use iomt_log::{Entry, Log, LogReader};
+use iomt_log::{Entry, Log, LogReader, Record};
 use iomt_model::Measurement;
 use iomt_normalize::EnvelopeBuilder;
 use iomt_store::{DeadLetterStore, NewDeadLetter, Stage};
@@ -44,6 +58,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::PipelineSettings;
 use crate::error::RuntimeError;
 use crate::event::{DeviceEvent, EventKind};
+use crate::kafka::{KafkaInput, NormalizedProducer};
 use crate::mappings::{Mappings, MappingsHandle};
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::sink::{Sink, SinkOutcome};
@@ -56,14 +71,48 @@ pub const CONSUMER: &str = "pipeline";
 /// `pipeline.keep_unmatched`).
 pub const UNMATCHED_CLASS: &str = "NoMatchingTemplate";
 
+/// Where a pipeline's batches come from.
+pub enum PipelineInput {
+    /// The durable log (HTTP and MQTT sources, redrives); checkpointed under [`CONSUMER`].
+    Log(Log),
+    /// A Kafka consumer group (`sources.kafka`, or `scale_out.normalized_topic` in role
+    /// transform); its offsets are committed after each batch.
+    Kafka(Arc<KafkaInput>),
+}
+
+/// What a pipeline does with a batch's measurements.
+#[derive(Clone)]
+pub enum PipelineOutput {
+    /// Group, transform and persist through the sink (roles all and transform).
+    Persist(Sink),
+    /// Produce them to the normalized topic (role normalize).
+    Produce(Arc<NormalizedProducer>),
+}
+
+impl PipelineOutput {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PipelineOutput::Persist(sink) => sink.kind(),
+            PipelineOutput::Produce(_) => "normalized topic",
+        }
+    }
+}
+
+/// One record of a batch, and its log offset when it came from the durable log.
+struct BatchRecord {
+    log_offset: Option<u64>,
+    record: Record,
+}
+
 /// Everything the pipeline task needs.
 pub struct Pipeline {
-    /// The durable log.
-    pub log: Log,
+    /// Where batches come from.
+    pub input: PipelineInput,
+    /// Where their measurements go.
+    pub output: PipelineOutput,
     /// The mappings in force.
     pub mappings: Arc<MappingsHandle>,
-    /// Where Observations go.
-    pub sink: Sink,
     /// Where failures go.
     pub dead_letters: Arc<DeadLetterStore>,
     /// Metrics.
@@ -84,17 +133,78 @@ struct Normalized {
 }
 
 impl Pipeline {
-    /// Runs until `drain` turns true and every record appended before that is handled.
-    /// Sources must be stopped before `drain` is set, so the log's end is final.
+    /// Runs until `drain` turns true and the input is done: for the log, every record
+    /// appended before that is handled (sources must be stopped before `drain` is set, so the
+    /// log's end is final); for Kafka, the batch in hand is finished and committed.
     ///
     /// # Errors
     /// The log or the dead-letter store failed in a way that retrying cannot fix (the
     /// service stops; nothing unhandled is checkpointed).
-    pub async fn run(self, mut drain: watch::Receiver<bool>) -> Result<(), RuntimeError> {
-        let mut reader = self.log.reader(CONSUMER)?;
+    pub async fn run(self, drain: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        match &self.input {
+            PipelineInput::Log(log) => self.run_log(log.clone(), drain).await,
+            PipelineInput::Kafka(input) => self.run_kafka(input.clone(), drain).await,
+        }
+    }
+
+    async fn run_kafka(
+        &self,
+        input: Arc<KafkaInput>,
+        mut drain: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        info!(
+            input = input.name(),
+            output = self.output.kind(),
+            "pipeline started on kafka"
+        );
+        loop {
+            if *drain.borrow() {
+                break;
+            }
+            let batch = input
+                .next_batch(
+                    self.settings.max_batch_messages,
+                    self.settings.flush_interval,
+                    &mut drain,
+                )
+                .await;
+            if batch.records.is_empty() {
+                continue;
+            }
+            let records = batch
+                .records
+                .into_iter()
+                .map(|record| BatchRecord {
+                    log_offset: None,
+                    record,
+                })
+                .collect();
+            match self.handle_batch(records, &drain).await {
+                Ok(()) => {}
+                Err(RuntimeError::Interrupted) => {
+                    info!(
+                        input = input.name(),
+                        "pipeline stopped during an outage; the batch is not committed and will be read again"
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            input.commit(&batch.offsets).await;
+        }
+        info!(input = input.name(), "kafka pipeline stopped");
+        Ok(())
+    }
+
+    async fn run_log(
+        &self,
+        log: Log,
+        mut drain: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        let mut reader = log.reader(CONSUMER)?;
         info!(
             position = reader.position(),
-            sink = self.sink.kind(),
+            output = self.output.kind(),
             "pipeline started"
         );
         self.status.set_pipeline_running(true);
@@ -102,14 +212,21 @@ impl Pipeline {
             let draining = *drain.borrow();
             let entries = self.gather(&mut reader, draining, &mut drain).await?;
             if entries.is_empty() {
-                if draining && reader.position() >= self.log.stats().end_offset {
+                if draining && reader.position() >= log.stats().end_offset {
                     break;
                 }
-                self.update_lag(reader.position());
+                self.update_lag(&log, reader.position());
                 continue;
             }
             let next = entries.last().map_or(0, |e| e.offset + 1);
-            match self.handle_batch(entries, &drain).await {
+            let records = entries
+                .into_iter()
+                .map(|e| BatchRecord {
+                    log_offset: Some(e.offset),
+                    record: e.record,
+                })
+                .collect();
+            match self.handle_batch(records, &drain).await {
                 Ok(()) => {}
                 Err(RuntimeError::Interrupted) => {
                     info!("pipeline stopped during an outage; the batch stays in the log");
@@ -121,17 +238,17 @@ impl Pipeline {
                     return Err(e);
                 }
             }
-            self.log.commit(CONSUMER, next)?;
+            log.commit(CONSUMER, next)?;
             self.status.set_checkpoint(next);
-            self.update_lag(next);
+            self.update_lag(&log, next);
         }
         info!(position = reader.position(), "pipeline drained");
         self.status.set_pipeline_running(false);
         Ok(())
     }
 
-    fn update_lag(&self, position: u64) {
-        let stats = self.log.stats();
+    fn update_lag(&self, log: &Log, position: u64) {
+        let stats = log.stats();
         self.metrics
             .log_lag_records
             .set(stats.end_offset.saturating_sub(position) as i64);
@@ -177,7 +294,7 @@ impl Pipeline {
 
     async fn handle_batch(
         &self,
-        entries: Vec<Entry>,
+        entries: Vec<BatchRecord>,
         drain: &watch::Receiver<bool>,
     ) -> Result<(), RuntimeError> {
         let ingest_times: Vec<i64> = entries.iter().map(|e| e.record.timestamp_ms).collect();
@@ -202,24 +319,35 @@ impl Pipeline {
             .inc_by(normalized.measurements.len() as u64);
         let mut dead = normalized.dead;
 
-        let started = Instant::now();
-        let templates = mappings.fhir.clone();
-        let (groups, group_dead) = tokio::task::spawn_blocking(move || {
-            group_measurements(normalized.measurements, &templates)
-        })
-        .await
-        .map_err(join_error)?;
-        self.metrics.stage("group", started.elapsed().as_secs_f64());
-        self.metrics.groups.inc_by(groups.len() as u64);
-        dead.extend(group_dead);
+        match &self.output {
+            PipelineOutput::Produce(producer) => {
+                let started = Instant::now();
+                self.produce(producer, &normalized.measurements, drain)
+                    .await?;
+                self.metrics
+                    .stage("produce", started.elapsed().as_secs_f64());
+            }
+            PipelineOutput::Persist(sink) => {
+                let started = Instant::now();
+                let templates = mappings.fhir.clone();
+                let (groups, group_dead) = tokio::task::spawn_blocking(move || {
+                    group_measurements(normalized.measurements, &templates)
+                })
+                .await
+                .map_err(join_error)?;
+                self.metrics.stage("group", started.elapsed().as_secs_f64());
+                self.metrics.groups.inc_by(groups.len() as u64);
+                dead.extend(group_dead);
 
-        let started = Instant::now();
-        let persist_dead = self
-            .persist_groups(groups, mappings.fhir.clone(), drain)
-            .await?;
-        self.metrics
-            .stage("persist", started.elapsed().as_secs_f64());
-        dead.extend(persist_dead);
+                let started = Instant::now();
+                let persist_dead = self
+                    .persist_groups(sink, groups, mappings.fhir.clone(), drain)
+                    .await?;
+                self.metrics
+                    .stage("persist", started.elapsed().as_secs_f64());
+                dead.extend(persist_dead);
+            }
+        }
 
         for d in &dead {
             self.metrics.error(&d.stage.to_string(), &d.class);
@@ -241,9 +369,43 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Produces a batch's measurements to the normalized topic, again and again until every
+    /// one is acknowledged (duplicates are harmless downstream); a drain during a failure
+    /// interrupts (nothing is committed).
+    async fn produce(
+        &self,
+        producer: &NormalizedProducer,
+        measurements: &[Measurement],
+        drain: &watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match producer.produce(measurements).await {
+                Ok(()) => {
+                    self.status.set_destination_error(None);
+                    return Ok(());
+                }
+                Err(e) => {
+                    warn!(error = %e, backoff = ?backoff, "normalized topic unavailable; producing the batch again");
+                    self.status.set_destination_error(Some(e.to_string()));
+                    if *drain.borrow() {
+                        return Err(RuntimeError::Interrupted);
+                    }
+                    let mut drain = drain.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = drain.wait_for(|d| *d) => return Err(RuntimeError::Interrupted),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
     /// Persists with the retry policy of the module docs; returns the dead letters.
     async fn persist_groups(
         &self,
+        sink: &Sink,
         groups: Vec<ObservationGroup>,
         templates: Arc<FhirTemplates>,
         drain: &watch::Receiver<bool>,
@@ -256,7 +418,7 @@ impl Pipeline {
             let attempts: Vec<u32> = pending.iter().map(|(_, a)| *a).collect();
             let batch: Vec<ObservationGroup> = pending.drain(..).map(|(g, _)| g).collect();
             let total = batch.len();
-            let outcomes = self.sink.persist(batch, templates.clone()).await;
+            let outcomes = sink.persist(batch, templates.clone()).await;
             let mut retry = Vec::new();
             let mut saved_any = false;
             for (outcome, attempt) in outcomes.into_iter().zip(attempts) {
@@ -288,7 +450,7 @@ impl Pipeline {
                 self.status.set_destination_error(None);
                 break;
             }
-            let outage = !saved_any && retry.len() == total && !self.sink.healthy().await;
+            let outage = !saved_any && retry.len() == total && !sink.healthy().await;
             if outage {
                 let reason = retry[0].0.reason.clone();
                 warn!(groups = retry.len(), error = %reason, backoff = ?backoff, "destination unavailable; waiting before retrying the batch");
@@ -369,7 +531,11 @@ fn join_error(e: tokio::task::JoinError) -> RuntimeError {
 }
 
 /// Step 2: every record of the batch through the device mapping.
-fn normalize_batch(entries: Vec<Entry>, mappings: &Mappings, keep_unmatched: bool) -> Normalized {
+fn normalize_batch(
+    entries: Vec<BatchRecord>,
+    mappings: &Mappings,
+    keep_unmatched: bool,
+) -> Normalized {
     let mut out = Normalized::default();
     let mut envelope = EnvelopeBuilder::new();
     let now = Utc::now();
@@ -487,7 +653,7 @@ fn group_measurements(
 }
 
 fn message_dead_letter(
-    entry: &Entry,
+    entry: &BatchRecord,
     event: &DeviceEvent,
     stage: Stage,
     class: &str,
@@ -502,7 +668,7 @@ fn message_dead_letter(
         device_id: None,
         retryable: false,
         source: event.source.clone(),
-        log_offset: Some(entry.offset),
+        log_offset: entry.log_offset,
         headers: entry
             .record
             .headers

@@ -2,14 +2,23 @@
 //!
 //! # Start order
 //! Mappings are loaded first (an invalid mapping stops the start with every error), then the
-//! log (recovering from a crash), the dead-letter store, the destination, the pipeline and
-//! the mapping watcher, the admin listener, and last the sources — so nothing is accepted
-//! before everything that handles it is up.
+//! log (recovering from a crash), the dead-letter store, the destination (role `normalize`:
+//! the normalized-topic producer instead), the pipelines and the mapping watcher, the admin
+//! listener, and last the sources — so nothing is accepted before everything that handles it
+//! is up.
+//!
+//! # Roles
+//! One pipeline always runs over the durable log (HTTP, MQTT, redrives). A second one runs
+//! over Kafka when the role has a Kafka input: `sources.kafka` (roles all and normalize) or
+//! `scale_out.normalized_topic` (role transform). Roles all and transform persist; role
+//! normalize produces measurements to the normalized topic. The first pipeline failure stops
+//! the other.
 //!
 //! # Shutdown (SIGINT/SIGTERM, or [`RunningService::shutdown`])
 //! Sources stop accepting (HTTP answers 503; MQTT stops reading, acknowledges what is durable
 //! and disconnects) and finish what is in flight; then the
-//! pipeline drains the log to its end, writes everything, checkpoints and stops; then the
+//! pipeline drains the log to its end, writes everything, checkpoints and stops (a Kafka
+//! pipeline finishes the batch in hand, commits it and leaves the group); then the
 //! admin listener stops and the log closes. During a destination outage the pipeline stops
 //! without checkpointing the batch it holds: those messages stay in the log for the next
 //! start, so nothing acknowledged is lost.
@@ -25,14 +34,16 @@ use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
 use crate::auth::Authenticator;
-use crate::config::{DestinationConfig, PipelineConfig};
+use crate::config::{DestinationConfig, PipelineConfig, Role};
 use crate::error::RuntimeError;
+use crate::event::EventKind;
 use crate::ingest::http::{self, HttpIngest};
 use crate::ingest::mqtt;
+use crate::kafka::{KafkaInput, NormalizedProducer};
 use crate::listener;
 use crate::mappings::{Mappings, MappingsHandle};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineInput, PipelineOutput};
 use crate::sink::{FhirSink, Sink, local_identity_mode};
 use crate::status::Status;
 
@@ -100,48 +111,60 @@ pub async fn start(config: &PipelineConfig) -> Result<RunningService, RuntimeErr
             .map_err(|_| RuntimeError::Interrupted)??,
     );
 
+    let role = config.role;
     let mut local_store = None;
-    let sink = match &config.destination {
-        DestinationConfig::Fhir(fhir) => {
-            let sink = FhirSink::new((**fhir).clone(), templates.clone())?;
-            Sink::Fhir(Arc::new(sink))
-        }
-        DestinationConfig::Local(local) => {
-            let identity = local
-                .identity
-                .as_deref()
-                .and_then(local_identity_mode)
-                .unwrap_or_default();
-            let store_config = LocalStoreConfig {
-                identity,
-                ..LocalStoreConfig::default()
-            };
-            let path = config
-                .local_store_path()
-                .unwrap_or_else(|| data_dir.join("fhir.db"));
-            let store = Arc::new(
-                tokio::task::spawn_blocking(move || LocalFhirStore::open(&path, store_config))
-                    .await
-                    .map_err(|_| RuntimeError::Interrupted)??,
-            );
-            local_store = Some(store.clone());
-            Sink::Local(store)
-        }
+    let sink = if role == Role::Normalize {
+        None
+    } else {
+        Some(match &config.destination {
+            DestinationConfig::Fhir(fhir) => {
+                let sink = FhirSink::new((**fhir).clone(), templates.clone())?;
+                Sink::Fhir(Arc::new(sink))
+            }
+            DestinationConfig::Local(local) => {
+                let identity = local
+                    .identity
+                    .as_deref()
+                    .and_then(local_identity_mode)
+                    .unwrap_or_default();
+                let store_config = LocalStoreConfig {
+                    identity,
+                    ..LocalStoreConfig::default()
+                };
+                let path = config
+                    .local_store_path()
+                    .unwrap_or_else(|| data_dir.join("fhir.db"));
+                let store = Arc::new(
+                    tokio::task::spawn_blocking(move || LocalFhirStore::open(&path, store_config))
+                        .await
+                        .map_err(|_| RuntimeError::Interrupted)??,
+                );
+                local_store = Some(store.clone());
+                Sink::Local(store)
+            }
+        })
     };
 
+    let (output, kafka_input) = kafka_parts(config, sink, &metrics, &status)?;
     let (drain, drain_rx) = watch::channel(false);
-    let pipeline = Pipeline {
-        log: log.clone(),
+    let (stop_admin, stop_admin_rx) = watch::channel(false);
+    let pipeline_for = |input, output| Pipeline {
+        input,
+        output,
         mappings: mappings.clone(),
-        sink,
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
         settings: config.pipeline.clone(),
         status: status.clone(),
     };
-    let pipeline = tokio::spawn(pipeline.run(drain_rx));
+    let log_pipeline = pipeline_for(PipelineInput::Log(log.clone()), output.clone());
+    let kafka_pipeline = kafka_input.map(|(input, output)| {
+        tokio::spawn(probe_kafka(input.clone(), stop_admin_rx.clone()));
+        pipeline_for(PipelineInput::Kafka(input), output)
+    });
+    let pipeline = tokio::spawn(run_pipelines(log_pipeline, kafka_pipeline, drain_rx));
+    info!(role = role.as_str(), "pipelines started");
 
-    let (stop_admin, stop_admin_rx) = watch::channel(false);
     if !config.mappings.reload_interval.is_zero() {
         tokio::spawn(mappings.clone().watch(
             config.mappings.reload_interval,
@@ -312,6 +335,127 @@ impl RunningService {
             }
         }
         self.shutdown().await
+    }
+}
+
+/// The log pipeline's output, and the Kafka input (with its output) if the role has one.
+#[allow(clippy::type_complexity)]
+fn kafka_parts(
+    config: &PipelineConfig,
+    sink: Option<Sink>,
+    metrics: &Arc<Metrics>,
+    status: &Arc<Status>,
+) -> Result<(PipelineOutput, Option<(Arc<KafkaInput>, PipelineOutput)>), RuntimeError> {
+    use crate::kafka::config::{consumer_config, producer_config};
+    let scale_out = config.scale_out.as_ref();
+    let output = match (config.role, sink, scale_out) {
+        (Role::Normalize, _, Some(scale_out)) => {
+            let properties = producer_config(&scale_out.connection(), scale_out.delivery_timeout)?;
+            PipelineOutput::Produce(Arc::new(NormalizedProducer::new(
+                &properties,
+                &scale_out.normalized_topic,
+                metrics.clone(),
+                status.clone(),
+            )?))
+        }
+        (_, Some(sink), _) => PipelineOutput::Persist(sink),
+        _ => {
+            return Err(RuntimeError::Config(crate::config::ConfigError::Invalid {
+                file: "pipeline.yaml".into(),
+                problems: vec![crate::config::ConfigProblem {
+                    path: "scale_out".into(),
+                    line: None,
+                    message: "role normalize needs scale_out: run `iomt validate`".into(),
+                }],
+            }));
+        }
+    };
+    let input = match (config.role, &config.sources.kafka, scale_out) {
+        (Role::Transform, _, Some(scale_out)) => {
+            let properties = consumer_config(
+                &scale_out.connection(),
+                &scale_out.group_id,
+                scale_out.session_timeout,
+                crate::kafka::OffsetReset::Earliest,
+            )?;
+            Some(KafkaInput::new(
+                &properties,
+                std::slice::from_ref(&scale_out.normalized_topic),
+                EventKind::Measurements,
+                "scale_out",
+                metrics.clone(),
+                status.clone(),
+            )?)
+        }
+        (Role::All | Role::Normalize, Some(kafka), _) => {
+            let properties = consumer_config(
+                &kafka.connection(),
+                &kafka.group_id,
+                kafka.session_timeout,
+                kafka.auto_offset_reset,
+            )?;
+            Some(KafkaInput::new(
+                &properties,
+                &kafka.topics,
+                EventKind::Message,
+                crate::kafka::headers::SOURCE,
+                metrics.clone(),
+                status.clone(),
+            )?)
+        }
+        _ => None,
+    };
+    let input = input.map(|i| {
+        let output = output.clone();
+        (Arc::new(i), output)
+    });
+    Ok((output, input))
+}
+
+/// Runs the log pipeline and, if any, the Kafka one; the first failure stops both.
+async fn run_pipelines(
+    log_pipeline: Pipeline,
+    kafka_pipeline: Option<Pipeline>,
+    drain: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let flatten = |r: Result<Result<(), RuntimeError>, tokio::task::JoinError>| match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(RuntimeError::Interrupted),
+    };
+    let mut log_task = tokio::spawn(log_pipeline.run(drain.clone()));
+    let Some(kafka_pipeline) = kafka_pipeline else {
+        return flatten(log_task.await);
+    };
+    let mut kafka_task = tokio::spawn(kafka_pipeline.run(drain));
+    tokio::select! {
+        r = &mut kafka_task => {
+            let r = flatten(r);
+            if r.is_err() {
+                log_task.abort();
+                return r;
+            }
+            flatten(log_task.await)
+        }
+        r = &mut log_task => {
+            let r = flatten(r);
+            if r.is_err() {
+                kafka_task.abort();
+                return r;
+            }
+            flatten(kafka_task.await)
+        }
+    }
+}
+
+/// Checks every 10 s that the Kafka brokers answer, for readiness.
+async fn probe_kafka(input: Arc<KafkaInput>, mut stop: watch::Receiver<bool>) {
+    loop {
+        input.probe().await;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
