@@ -7,7 +7,10 @@
 //! profiling one side, `-- --connector-only` or `-- --plain-only`, and `-- --c1` for
 //! concurrency 1 alone; `-- --prefetch-batch N` sets `observations.prefetch_batch`,
 //! `-- --rounds N` and `-- --per-run N` the runs per side and Observations per run: under
-//! callgrind, two runs differing only in `--per-run` give the instructions per Observation).
+//! callgrind, two runs differing only in `--per-run` give the instructions per Observation;
+//! `-- --lookup-token system_and_value` sets `observations.lookup_token`, and
+//! `-- --server-dir PATH` runs another copy of the test server, e.g. an older one, to compare
+//! both in one build).
 //!
 //! # What is compared
 //! * **plain**: a reqwest client (the same version, pool and TLS stack as the connector),
@@ -26,7 +29,9 @@
 //! best run of each is shown, which filters out moments when other work on the machine took
 //! the CPU, and so is the median of the rounds' own ratios (`paired`: each round's connector
 //! rate over the plain rate measured right before or after it), which is steadier when the
-//! machine is shared. CPU time is this process's (user +
+//! machine is shared; a `# c=N rounds` line after each row lists every round's ratio and
+//! both sides' server CPU µs per Observation, for pooling several runs. CPU time is this
+//! process's (user +
 //! system); the server's CPU time per Observation (its threads' on-CPU time from
 //! `/proc/<pid>/task/*/schedstat`, Linux only) is shown too: when the server is the bottleneck,
 //! work the connector asks of it besides the PUTs (the lookup searches) is what lowers the
@@ -41,8 +46,8 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use cpu_time::ProcessTime;
 use iomt_fhir_client::{
-    AuthConfig, ClientAuthMethod, FhirClient, FhirClientConfig, PersistOutcome, Persister, Secret,
-    SecretSource,
+    AuthConfig, ClientAuthMethod, FhirClient, FhirClientConfig, LookupToken, PersistOutcome,
+    Persister, Secret, SecretSource,
 };
 use iomt_testkit::{FhirServer, FhirServerOptions};
 use iomt_transform::{
@@ -111,12 +116,13 @@ fn main() {
     } else {
         &[1, 8, 32]
     };
-    let server = FhirServer::start(
-        FhirServerOptions::default()
-            .validate(false)
-            .log_requests(false),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut options = FhirServerOptions::default()
+        .validate(false)
+        .log_requests(false);
+    if let Some(dir) = flag_text("--server-dir") {
+        options = options.server_dir(dir);
+    }
+    let server = FhirServer::start(options).unwrap_or_else(|e| panic!("{e}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -127,7 +133,8 @@ fn main() {
 
     println!(
         "persist benchmark: {per_run} new Observations per run, {DEVICES} devices, server validation off, \
-         client-credentials auth; best of {rounds} runs per side"
+         client-credentials auth, lookup token {:?}; best of {rounds} runs per side",
+        lookup_token()
     );
     println!(
         "{:>11} | {:>11} | {:>15} | {:>5} | {:>7} | {:>16} | {:>16} | {:>16} | {:>16} | {:>13}",
@@ -147,6 +154,8 @@ fn main() {
         let mut plain_best: Option<Run> = None;
         let mut conn_best: Option<Run> = None;
         let mut paired: Vec<f64> = Vec::new();
+        // Per round: the rate ratio, and each side's server CPU µs per Observation.
+        let mut rounds_seen: Vec<(f64, f64, f64)> = Vec::new();
         for round in 0..rounds {
             offset += 1;
             let groups = groups(base + TimeDelta::days(offset), per_run);
@@ -174,6 +183,11 @@ fn main() {
                 (run_plain(&groups), conn)
             };
             paired.push(conn.rate / plain.rate);
+            rounds_seen.push((
+                conn.rate / plain.rate,
+                plain.server_cpu_us,
+                conn.server_cpu_us,
+            ));
             if plain_best
                 .as_ref()
                 .is_none_or(|b| plain.rate.total_cmp(&b.rate).is_gt())
@@ -203,15 +217,39 @@ fn main() {
             conn.server_cpu_us,
             conn.requests_per_obs,
         );
+        // Every round, for pooling several runs: ratio, then plain/connector server µs per
+        // Observation.
+        let rounds_text: Vec<String> = rounds_seen
+            .iter()
+            .map(|(ratio, plain_srv, conn_srv)| {
+                format!("{:.0}%:{plain_srv:.0}/{conn_srv:.0}", 100.0 * ratio)
+            })
+            .collect();
+        println!("# c={concurrency} rounds {}", rounds_text.join(" "));
     }
 }
 
 /// The number after `name` on the command line (`--prefetch-batch 100`: lookup searches of
 /// that many identifiers instead of the default, to see the trade-off).
 fn flag_value(name: &str) -> Option<usize> {
+    flag_text(name)?.parse().ok()
+}
+
+/// The word after `name` on the command line.
+fn flag_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1)?.parse().ok()
+    args.get(at + 1).cloned()
+}
+
+/// `observations.lookup_token` for the connector: the default unless `--lookup-token` says.
+fn lookup_token() -> LookupToken {
+    match flag_text("--lookup-token").as_deref() {
+        None => LookupToken::default(),
+        Some("value") => LookupToken::Value,
+        Some("system_and_value") => LookupToken::SystemAndValue,
+        Some(other) => panic!("--lookup-token value|system_and_value, not {other}"),
+    }
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -364,6 +402,7 @@ async fn connector_run(
     concurrency: usize,
 ) -> Run {
     let mut config = config(server, concurrency);
+    config.observations.lookup_token = lookup_token();
     if let Some(n) = flag_value("--prefetch-batch") {
         config.observations.prefetch_batch =
             NonZeroUsize::new(n).expect("--prefetch-batch N, N > 0");

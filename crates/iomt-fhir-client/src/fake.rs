@@ -517,6 +517,25 @@ impl FakeFhir {
         self.server.received_requests().await.map_or(0, |r| r.len())
     }
 
+    /// The decoded `identifier` search values the server received (query or form body), in
+    /// order: what the client asked for, whatever answered.
+    pub async fn identifier_searches(&self) -> Vec<String> {
+        let requests = self.server.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .flat_map(|r| {
+                let form = url::form_urlencoded::parse(&r.body).into_owned();
+                r.url
+                    .query_pairs()
+                    .into_owned()
+                    .chain(form)
+                    .filter(|(k, _)| k == "identifier")
+                    .map(|(_, v)| v)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Answers the next `times` requests with `method` (`*`: any) whose path matches
     /// `path_regex` with `response`.
     pub async fn fail_next(

@@ -6,7 +6,8 @@
 //!    Encounter ([`IdentityResolver`]), compute its Observation identity (identifier and id).
 //! 2. **Prefetch**: the Observations not in the cache are searched for in batches of
 //!    `observations.prefetch_batch` identifiers per request (`POST Observation/_search` with
-//!    `identifier=a,b,c`, results filtered for exact matches), instead of one search per
+//!    `identifier=a,b,c`: identifier values alone unless `observations.lookup_token` asks for
+//!    `system|value`; results filtered for exact matches), instead of one search per
 //!    group. A search starts as soon as planning has gathered its identifiers, and a write
 //!    waits only for the search that covers its group: the server answers lookups while the
 //!    client plans, and the first devices are written while later lookups are out.
@@ -41,6 +42,10 @@
 //! # What must hold
 //! * Every input group comes back: as `Created`, `Updated`, `Unchanged`, or `Failed` with the
 //!   group itself and a classified error for the dead-letter store. Nothing is dropped.
+//! * An Observation found on the server is the group's only if one of its identifiers has
+//!   exactly the connector's system and exactly the group's value, whichever token form the
+//!   search used: one with the same value in another system is never merged into or
+//!   overwritten.
 //! * Writes are idempotent: ids are deterministic (SPEC §7.4) and merges re-read on conflict,
 //!   so replaying a batch after a crash changes nothing that was already written.
 
@@ -61,7 +66,7 @@ use tokio::sync::SetOnce;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::config::{FhirClientConfig, IdentityMode};
+use crate::config::{FhirClientConfig, IdentityMode, LookupToken};
 use crate::error::{FhirClientError, Interaction, Operation};
 use crate::http::{FhirClient, WriteResponse, version_from_etag};
 use crate::identity::{DeviceLink, IdentityResolver};
@@ -251,6 +256,9 @@ struct Inner {
     precision: IdPrecision,
     conflict_retries: u32,
     prefetch_batch: usize,
+    /// The system searches name in their tokens (`system|value`); `None` searches by value
+    /// alone ([`LookupToken`]). Results are matched on system and value exactly either way.
+    search_system: Option<&'static str>,
     bundle_entries: Option<usize>,
     concurrency: usize,
 }
@@ -351,6 +359,10 @@ impl Persister {
                 precision: config.observations.id_precision,
                 conflict_retries: config.observations.conflict_retries,
                 prefetch_batch: config.observations.prefetch_batch.get(),
+                search_system: match config.observations.lookup_token {
+                    LookupToken::Value => None,
+                    LookupToken::SystemAndValue => Some(SERVICE_SYSTEM),
+                },
                 bundle_entries: config
                     .bundles
                     .enabled
@@ -658,11 +670,18 @@ impl Inner {
 
     /// One lookup search: the Observations with any of `keys` (exactly matched), per key.
     async fn lookup_chunk(&self, keys: &[String], state: &CallState) -> ChunkAnswer {
-        let mut form = String::with_capacity(keys.iter().map(|k| k.len() + 70).sum::<usize>() + 40);
-        // `system|` once, encoded, then copied before every value.
-        let mut system = String::with_capacity(3 * SERVICE_SYSTEM.len());
-        push_form_search_value(&mut system, SERVICE_SYSTEM);
-        system.push_str("%7C"); // |
+        // `system|` once, encoded, then copied before every value (empty: value alone).
+        let mut system = String::new();
+        if let Some(search_system) = self.search_system {
+            push_form_search_value(&mut system, search_system);
+            system.push_str("%7C"); // |
+        }
+        let mut form = String::with_capacity(
+            keys.iter()
+                .map(|k| k.len() + 3 + system.len())
+                .sum::<usize>()
+                + 40,
+        );
         form.push_str("identifier=");
         for (i, key) in keys.iter().enumerate() {
             if i > 0 {
@@ -724,7 +743,7 @@ impl Inner {
         &self,
         identity: &ObservationIdentity,
     ) -> Result<Option<Arc<Stored>>, FhirClientError> {
-        let token = identifier_token(Some(SERVICE_SYSTEM), &identity.identifier_value);
+        let token = identifier_token(self.search_system, &identity.identifier_value);
         let found = self
             .client
             .search("Observation", &[("identifier", &token)])

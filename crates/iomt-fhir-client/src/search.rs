@@ -3,9 +3,11 @@
 //! # Why exact matching
 //! A token search (`identifier=system|value`) is only as exact as the server's index: some
 //! servers compare only the first 128 characters of a value (the original connector's reason for
-//! filtering, SPEC §8), some fold case. The connector's Observation identifiers are long and
-//! share long prefixes, so every result is checked again here: a resource matches only if one
-//! of its identifiers has exactly the value (and, when one is given, exactly the system).
+//! filtering, SPEC §8), some fold case, and a search by value alone (`identifier=value`, how
+//! the connector looks up Observations by default) matches that value in any system. The
+//! connector's Observation identifiers are long and share long prefixes, so every result is
+//! checked again here: a resource matches only if one of its identifiers has exactly the value
+//! (and, when one is given, exactly the system).
 //!
 //! # What must hold
 //! * All pages are read: `next` links are followed until there are none. A `next` link to

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use iomt_fhir_client::{
     AuthConfig, ClientAuthMethod, FhirClient, FhirClientConfig, FhirClientError, IdentityMode,
-    JwtAlgorithm, PersistOutcome, Persister, RetryHint, Secret, SecretSource, Status, check::Check,
-    run_checks,
+    JwtAlgorithm, LookupToken, PersistOutcome, Persister, RetryHint, Secret, SecretSource, Status,
+    check::Check, run_checks,
 };
 use iomt_model::ErrorClass;
 use iomt_testkit::{Faults, FhirServer, FhirServerOptions, IdentifierMatch, ScriptedFault};
@@ -442,6 +442,95 @@ fn exact_matching_on_a_case_insensitive_prefix_matching_server() {
             .unwrap()
             .unwrap();
         assert_eq!(obs["device"]["reference"], "Device/d1");
+    });
+}
+
+/// Searching by identifier value alone (the default) or by `system|value`, an Observation
+/// whose identifier has the connector's value under another system is never taken for the
+/// connector's: not in a batch lookup, not in a one-group search, not when both exist.
+#[test]
+fn the_same_value_in_another_system_is_never_matched() {
+    let Some(server) = start(FhirServerOptions::default()) else {
+        return;
+    };
+    runtime().block_on(async {
+        for (n, token) in [LookupToken::Value, LookupToken::SystemAndValue]
+            .into_iter()
+            .enumerate()
+        {
+            server.reset().unwrap();
+            let mut config = lookup_config(&server);
+            config.observations.lookup_token = token;
+            let p = Persister::new(&config, templates()).unwrap();
+            seed_devices(p.client(), 1).await;
+            // Two groups (a batch lookup) and one alone (its own search), each shadowed by a
+            // foreign Observation with the same identifier value in another system.
+            let groups = [
+                spo2("dev-1", &format!("2024-03-0{}T08:00:00Z", n + 1), "97"),
+                spo2("dev-1", &format!("2024-03-0{}T08:00:01Z", n + 1), "96"),
+                spo2("dev-1", &format!("2024-03-0{}T08:00:02Z", n + 1), "95"),
+            ];
+            for (i, g) in groups.iter().enumerate() {
+                let identity = ObservationIdentity::new(
+                    g,
+                    &ResolvedIds::new("p1", "d1", None),
+                    IdPrecision::Seconds,
+                )
+                .unwrap();
+                let foreign = json!({"resourceType": "Observation", "id": format!("foreign-{i}"),
+                    "status": "final", "code": {"text": "not the connector's"},
+                    "identifier": [{"system": "urn:other", "value": identity.identifier_value}],
+                    "valueQuantity": {"value": 1}});
+                p.client()
+                    .update(
+                        "Observation",
+                        &format!("foreign-{i}"),
+                        serde_json::to_vec(&foreign).unwrap().into(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+            let out = p.persist(groups[..2].to_vec()).await;
+            assert_eq!(kinds(&out), ["created", "created"], "{token:?}");
+            let out = p.persist(groups[2..].to_vec()).await;
+            assert_eq!(kinds(&out), ["created"], "{token:?}");
+            // Now each value exists in both systems: a fresh persister (no cache) finds and
+            // merges its own Observation, neither the foreign one nor "several found".
+            let mut changed = groups.to_vec();
+            for g in &mut changed {
+                g.properties[0].values[0].value = "90".into();
+            }
+            let q = Persister::new(&config, templates()).unwrap();
+            let mut out = q.persist(changed[..2].to_vec()).await;
+            out.extend(q.persist(changed[2..].to_vec()).await);
+            assert_eq!(kinds(&out), ["updated"; 3], "{token:?}");
+            for (i, o) in out.iter().enumerate() {
+                let own = q
+                    .client()
+                    .read("Observation", o.id().unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    own["valueQuantity"]["value"].as_f64(),
+                    Some(90.0),
+                    "{token:?}"
+                );
+                let foreign = q
+                    .client()
+                    .read("Observation", &format!("foreign-{i}"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(foreign["meta"]["versionId"], "1", "{token:?}");
+                assert_eq!(
+                    foreign["valueQuantity"]["value"].as_f64(),
+                    Some(1.0),
+                    "{token:?}"
+                );
+            }
+        }
     });
 }
 

@@ -1,12 +1,16 @@
 // Quick load check against the test FHIR server, over keep-alive connections on 127.0.0.1.
 //
-//   node bench/load.mjs [--mode create|search] [--connections 16] [--seconds 10]
-//                       [--preload N] [--no-validate] [--url URL --token T]
+//   node bench/load.mjs [--mode create|search|lookup] [--connections 16] [--seconds 10]
+//                       [--preload N] [--batch 50] [--by value|system] [--no-validate]
+//                       [--url URL --token T]
 //
 // create: PUT Observations with fresh ids (update-as-create, like the connector) as fast as the
 //         connections allow.
 // search: first PUT --preload Observations (default 2000), then GET Observation?identifier=
 //         system|value for random stored ones (the connector's lookup before every write).
+// lookup: first PUT --preload Observations, then POST Observation/_search with --batch new
+//         identifiers per request (`identifier=a,b,…`, form body), as the connector's batched
+//         lookup sends them: values alone (--by value, its default) or system|value.
 // Without --url it starts its own server (--no-auth --quiet) and also reports the server's CPU
 // time per request (Linux /proc), which stays meaningful when other processes share the cores.
 
@@ -23,11 +27,16 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '10' },
     preload: { type: 'string', default: '2000' },
+    batch: { type: 'string', default: '50' },
+    by: { type: 'string', default: 'value' },
     'no-validate': { type: 'boolean', default: false },
   },
 });
-if (values.mode !== 'create' && values.mode !== 'search') {
-  throw new Error('--mode must be create or search');
+if (!['create', 'search', 'lookup'].includes(values.mode)) {
+  throw new Error('--mode must be create, search or lookup');
+}
+if (values.by !== 'value' && values.by !== 'system') {
+  throw new Error('--by must be value or system');
 }
 
 const SYSTEM = 'https://azure.microsoft.com/en-us/services/iomt-fhir-connector/';
@@ -77,10 +86,11 @@ function observation(i) {
   };
 }
 
-function request(method, path, body) {
+function request(method, path, body, contentType) {
   return new Promise((resolve, reject) => {
+    const h = contentType ? { ...headers, 'content-type': contentType } : headers;
     const req = http.request(
-      { agent, host: target.hostname, port: target.port, method, path: target.pathname.replace(/\/$/, '') + path, headers },
+      { agent, host: target.hostname, port: target.port, method, path: target.pathname.replace(/\/$/, '') + path, headers: h },
       (res) => {
         let size = 0;
         res.on('data', (chunk) => {
@@ -97,7 +107,7 @@ function request(method, path, body) {
 const put = (i) => request('PUT', `/Observation/load-${run}-${i}`, JSON.stringify(observation(i)));
 
 let preloaded = 0;
-if (values.mode === 'search') {
+if (values.mode === 'search' || values.mode === 'lookup') {
   const total = Number(values.preload);
   let next = 0;
   await Promise.all(
@@ -122,6 +132,7 @@ function serverCpuSeconds() {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+const batch = Number(values.batch);
 let counter = 0;
 let ok = 0;
 let failed = 0;
@@ -135,6 +146,15 @@ async function worker() {
     let good;
     if (values.mode === 'create') {
       good = (await put(preloaded + counter++)).status === 201;
+    } else if (values.mode === 'lookup') {
+      const tokens = [];
+      for (let k = 0; k < batch; k++) {
+        const value = `p.d.hr.${run}.new.${counter++}`;
+        tokens.push(encodeURIComponent(values.by === 'system' ? `${SYSTEM}|${value}` : value));
+      }
+      const form = `identifier=${tokens.join('%2C')}&_count=${2 * batch}`;
+      const { status } = await request('POST', '/Observation/_search', form, 'application/x-www-form-urlencoded');
+      good = status === 200;
     } else {
       const i = Math.floor(Math.random() * preloaded);
       const query = encodeURIComponent(`${SYSTEM}|p.d.hr.${run}.${i}`);
@@ -154,7 +174,12 @@ const elapsed = (performance.now() - start) / 1000;
 const cpu = child ? serverCpuSeconds() - cpuBefore : undefined;
 latencies.sort((a, b) => a - b);
 const p = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))].toFixed(1);
-const what = values.mode === 'create' ? 'creates' : `identifier searches over ${preloaded} stored Observations`;
+const what =
+  values.mode === 'create'
+    ? 'creates'
+    : values.mode === 'lookup'
+      ? `${batch}-identifier lookups (${values.by === 'system' ? 'system|value' : 'value'}) over ${preloaded} stored Observations`
+      : `identifier searches over ${preloaded} stored Observations`;
 let line =
   `${what}: ${ok} ok, ${failed} failed in ${elapsed.toFixed(1)} s = ${Math.round(ok / elapsed)}/s over ` +
   `${connections} connections (latency p50 ${p(0.5)} ms, p99 ${p(0.99)} ms)`;

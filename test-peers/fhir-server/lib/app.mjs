@@ -402,6 +402,8 @@ export class App {
     }
 
     let body;
+    /** The form body of a `POST _search`, as sent: already a valid query string. */
+    let searchForm;
     const isSearchPost = method === 'POST' && segments.length === 2 && segments[1] === '_search';
     if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
       const raw = await readBody(req, MAX_BODY);
@@ -410,7 +412,8 @@ export class App {
         if (contentType && !contentType.startsWith('application/x-www-form-urlencoded')) {
           throw new HttpError(415, 'not-supported', 'POST _search needs application/x-www-form-urlencoded');
         }
-        body = formToQuery(raw.toString('utf8'));
+        searchForm = raw.toString('utf8');
+        body = formToQuery(searchForm);
       } else {
         if (contentType && !contentType.includes('json')) {
           throw new HttpError(415, 'not-supported', 'send FHIR resources as application/fhir+json');
@@ -478,8 +481,10 @@ export class App {
     }
     const headers = { 'content-type': FHIR_JSON };
     if (resource.resourceType === 'Bundle' && resource.type === 'searchset' && (method === 'GET' || isSearchPost)) {
-      const params = isSearchPost ? formBody(body) : new URLSearchParams(ctx.query);
-      this.decorateSearchset(resource, first, params, isSearchPost ? params.toString() : ctx.query);
+      // The form body is already query syntax: the self link takes it as sent (no re-encoding),
+      // and its parameters as parsed once for the router.
+      const query = isSearchPost ? body : formToQuery(ctx.query);
+      this.decorateSearchset(resource, first, query, isSearchPost ? searchForm : ctx.query);
     } else if (resource.resourceType === 'Bundle' && (resource.type === 'batch-response' || resource.type === 'transaction-response')) {
       this.decorateBatchResponse(resource, putExisted);
     } else if (resource.meta?.versionId && resource.id) {
@@ -491,7 +496,8 @@ export class App {
         headers.location = `${this.baseUrl}/${resource.resourceType}/${resource.id}/_history/${resource.meta.versionId}`;
       }
     }
-    const writes = method === 'POST' || method === 'PUT' || method === 'PATCH';
+    // `Prefer: return=…` is about writes; a search always answers with its Bundle.
+    const writes = (method === 'POST' && !isSearchPost) || method === 'PUT' || method === 'PATCH';
     const prefer = writes ? req.headers.prefer : undefined;
     if (prefer && /return=minimal/.test(prefer)) {
       this.finish(req, res, ctx, status, undefined, headers);
@@ -517,17 +523,23 @@ export class App {
     });
   }
 
-  /** Adds fullUrl/search.mode to entries and self/next/previous links (Medplum's bundles have none). */
-  decorateSearchset(bundle, resourceType, params, rawQuery) {
-    const requested = intParam(params.get('_count'));
+  /**
+   * Adds fullUrl/search.mode to entries and the paging links (Medplum's bundles have none):
+   * `self` always; `first`, `previous` and `next` only when the results span pages, as HAPI
+   * does (FHIR makes them optional). `self` carries the whole query, so a second copy of it in
+   * `first` would double a one-page answer to a long search for nothing.
+   */
+  decorateSearchset(bundle, resourceType, query, rawQuery) {
+    const param = (name) => (Array.isArray(query[name]) ? query[name][0] : query[name]);
+    const requested = intParam(param('_count'));
     let count = requested === undefined ? this.config.pageSize : Math.min(requested, this.config.maxPageSize);
-    if (params.get('_summary') === 'count') {
+    if (param('_summary') === 'count') {
       count = 0;
     }
-    const offset = intParam(params.get('_offset')) ?? 0;
+    const offset = intParam(param('_offset')) ?? 0;
     const path = resourceType ? `${this.baseUrl}/${resourceType}` : this.baseUrl;
     const link = (relation, at) => {
-      const p = new URLSearchParams(params);
+      const p = new URLSearchParams(rawQuery);
       p.delete('_offset');
       p.set('_count', String(count));
       if (at > 0) {
@@ -536,12 +548,13 @@ export class App {
       return { relation, url: `${path}?${p}` };
     };
     const links = [{ relation: 'self', url: rawQuery ? `${path}?${rawQuery}` : path }];
-    if (count > 0) {
+    const more = count > 0 && typeof bundle.total === 'number' && offset + count < bundle.total;
+    if (count > 0 && (offset > 0 || more)) {
       links.push(link('first', 0));
       if (offset > 0) {
         links.push(link('previous', Math.max(0, offset - count)));
       }
-      if (typeof bundle.total === 'number' && offset + count < bundle.total) {
+      if (more) {
         links.push(link('next', offset + count));
       }
     }
@@ -696,14 +709,4 @@ export class App {
     }
     return undefined;
   }
-}
-
-function formBody(query) {
-  const p = new URLSearchParams();
-  for (const [key, value] of Object.entries(query ?? {})) {
-    for (const v of Array.isArray(value) ? value : [value]) {
-      p.append(key, v);
-    }
-  }
-  return p;
 }

@@ -25,10 +25,39 @@
 /**
  * Splits a token search parameter value into its comma-separated alternatives, each split at
  * the first unescaped `|`, with FHIR search escapes (`\,` `\|` `\$` `\\`) removed.
+ *
+ * Values without a backslash (nearly all) are cut with `indexOf` and `slice`, so each part is
+ * one flat string; building them a character at a time made deep string ropes that cost more
+ * to hash in the index than the rest of the search.
  * @param {string} raw the decoded parameter value
  * @returns {TokenValue[]}
  */
 export function parseTokenValues(raw) {
+  if (raw.includes('\\')) {
+    return parseEscapedTokenValues(raw);
+  }
+  const out = [];
+  let start = 0;
+  for (;;) {
+    let end = raw.indexOf(',', start);
+    if (end < 0) {
+      end = raw.length;
+    }
+    const bar = raw.indexOf('|', start);
+    if (bar < 0 || bar >= end) {
+      out.push({ system: undefined, value: raw.slice(start, end) });
+    } else {
+      out.push(finishToken(true, raw.slice(start, bar), raw.slice(bar + 1, end)));
+    }
+    if (end === raw.length) {
+      return out;
+    }
+    start = end + 1;
+  }
+}
+
+/** {@link parseTokenValues} for values with escapes: one character at a time. */
+function parseEscapedTokenValues(raw) {
   const out = [];
   let system;
   let current = '';
@@ -105,14 +134,12 @@ export function pairMatches([system, value], token) {
   return token.value === undefined || value === token.value;
 }
 
-const SEP = '\u0000';
-
 /** Per-resource-type maps from normalized identifier keys to resource ids. */
 class TypeIndex {
   constructor() {
     /** @type {Map<string, Array<[string | undefined, string | undefined]>>} id → pairs */
     this.pairs = new Map();
-    /** @type {Map<string, Set<string>>} system SEP value → ids */
+    /** @type {Map<string, Map<string, Set<string>>>} system → value → ids (no joined keys to build) */
     this.exact = new Map();
     /** @type {Map<string, Set<string>>} value → ids */
     this.byValue = new Map();
@@ -128,6 +155,25 @@ function addTo(map, key, id) {
     map.set(key, set);
   }
   set.add(id);
+}
+
+function addToExact(exact, system, value, id) {
+  let byValue = exact.get(system);
+  if (!byValue) {
+    byValue = new Map();
+    exact.set(system, byValue);
+  }
+  addTo(byValue, value, id);
+}
+
+function removeFromExact(exact, system, value, id) {
+  const byValue = exact.get(system);
+  if (byValue) {
+    removeFrom(byValue, value, id);
+    if (byValue.size === 0) {
+      exact.delete(system);
+    }
+  }
 }
 
 function removeFrom(map, key, id) {
@@ -187,7 +233,7 @@ export class IdentifierIndex {
       if (value !== undefined) {
         addTo(t.byValue, value, id);
         if (system !== undefined) {
-          addTo(t.exact, system + SEP + value, id);
+          addToExact(t.exact, system, value, id);
         }
       }
       if (system !== undefined) {
@@ -212,7 +258,7 @@ export class IdentifierIndex {
       if (value !== undefined) {
         removeFrom(t.byValue, value, id);
         if (system !== undefined) {
-          removeFrom(t.exact, system + SEP + value, id);
+          removeFromExact(t.exact, system, value, id);
         }
       }
       if (system !== undefined) {
@@ -244,7 +290,7 @@ export class IdentifierIndex {
       } else if (token.value === undefined) {
         candidates = t.bySystem.get(token.system);
       } else {
-        candidates = t.exact.get(token.system + SEP + token.value);
+        candidates = t.exact.get(token.system)?.get(token.value);
       }
       if (!candidates) {
         continue;

@@ -15,6 +15,21 @@ test('token values: plain, system|value, |value, system|, OR and escapes', () =>
   assert.deepEqual(parseTokenValues('https://x/y|p.d.hr.1'), [{ system: 'https://x/y', value: 'p.d.hr.1' }]);
 });
 
+test('token values without escapes parse as the escaped form does', () => {
+  // The first `|` splits; later ones belong to the value, as in `s|v\|w` minus the escape.
+  assert.deepEqual(parseTokenValues('s|v|w'), [{ system: 's', value: 'v|w' }]);
+  assert.deepEqual(parseTokenValues('a,,s|'), [
+    { system: undefined, value: 'a' },
+    { system: undefined, value: '' },
+    { system: 's', value: undefined },
+  ]);
+  const many = Array.from({ length: 50 }, (_, i) => `https://x/y|p.d.hr.${i}`).join(',');
+  const parsed = parseTokenValues(many);
+  assert.equal(parsed.length, 50);
+  assert.deepEqual(parsed[49], { system: 'https://x/y', value: 'p.d.hr.49' });
+  assert.deepEqual(parseTokenValues(many + '\\'), [...parsed.slice(0, 49), { system: 'https://x/y', value: 'p.d.hr.49\\' }]);
+});
+
 function sample(options) {
   const index = new IdentifierIndex(options);
   index.set('Device', 'a', [{ system: 'sys', value: 'dev-1' }]);

@@ -4,12 +4,12 @@
 use std::num::NonZeroUsize;
 
 use iomt_model::ErrorClass;
-use iomt_transform::{IdPrecision, ObservationIdentity, ResolvedIds};
+use iomt_transform::{IdPrecision, ObservationIdentity, ResolvedIds, SERVICE_SYSTEM};
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
 use super::{device, hr, spo2, templates};
-use crate::config::FhirClientConfig;
+use crate::config::{FhirClientConfig, LookupToken};
 use crate::error::{FhirClientError, RetryHint};
 use crate::fake::FakeFhir;
 use crate::persist::{PersistOutcome, Persister};
@@ -127,7 +127,7 @@ async fn an_existing_observation_is_found_and_merged_with_if_match() {
     let log = fake.log();
     assert_eq!(log.len(), 3, "{log:?}");
     assert!(
-        log[1].starts_with("GET /fhir/Observation?identifier=https%3A%2F%2Fazure.microsoft.com"),
+        log[1].starts_with("GET /fhir/Observation?identifier=p1.d1.spo2."),
         "{log:?}"
     );
     assert_eq!(
@@ -363,6 +363,51 @@ async fn prefetch_matches_identifiers_exactly() {
         .await;
     assert_eq!(kinds(&out), ["updated", "created"]);
     assert_eq!(fake.count("Observation"), 2);
+}
+
+#[tokio::test]
+async fn lookups_send_the_value_alone_unless_told_otherwise() {
+    for (token, prefix) in [
+        (LookupToken::Value, String::new()),
+        (LookupToken::SystemAndValue, format!("{SERVICE_SYSTEM}|")),
+    ] {
+        let fake = FakeFhir::start().await;
+        with_devices(&fake, 1);
+        let mut config = fake.config();
+        config.observations.lookup_token = token;
+        let groups = [
+            spo2("dev-1", "2024-01-01T10:00:00Z", "90"),
+            spo2("dev-1", "2024-01-01T10:00:01Z", "91"),
+            spo2("dev-1", "2024-01-01T10:00:02Z", "92"),
+        ];
+        let value = |g| {
+            ObservationIdentity::new(g, &ResolvedIds::new("p1", "d1", None), IdPrecision::Seconds)
+                .unwrap()
+                .identifier_value
+        };
+        // Two groups: one batch lookup; then one group alone: its own search.
+        let p = persister(&config);
+        p.persist(groups[..2].to_vec()).await;
+        p.persist(groups[2..].to_vec()).await;
+        let searches: Vec<String> = fake
+            .identifier_searches()
+            .await
+            .into_iter()
+            .filter(|s| s.contains(".spo2."))
+            .collect();
+        assert_eq!(
+            searches,
+            [
+                format!(
+                    "{prefix}{},{prefix}{}",
+                    value(&groups[0]),
+                    value(&groups[1])
+                ),
+                format!("{prefix}{}", value(&groups[2])),
+            ],
+            "{token:?}"
+        );
+    }
 }
 
 #[tokio::test]
