@@ -320,3 +320,55 @@ fn an_invalid_service_configuration_contacts_nothing() {
     assert!(text.contains("nothing was contacted"), "{text}");
     assert!(text.contains("client_idd"), "{text}");
 }
+
+#[test]
+fn a_kafka_source_gets_its_brokers_and_topics_checked() {
+    let Some(broker) = iomt_testkit::Tansu::start_unless_skipped() else {
+        return;
+    };
+    broker.create_topic("devicedata", 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/iothub");
+    let write = |topic: &str| {
+        let path = dir.path().join("pipeline.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\n\
+                 data_dir: {data}\n\
+                 mappings:\n  device: {device}\n  fhir: {fhir}\n\
+                 sources:\n  kafka:\n    bootstrap_servers: {bootstrap}\n    \
+                 topics: [{topic}]\n    group_id: iomt\n\
+                 destination:\n  local: {{}}\n\
+                 admin:\n  disabled: true\n",
+                data = dir.path().join("data").display(),
+                device = examples.join("devicecontent.json").display(),
+                fhir = examples.join("fhirmapping.json").display(),
+                bootstrap = broker.bootstrap_servers(),
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+
+    let config = write("devicedata");
+    let out = iomt(&["--config", &config], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "[ok  ] kafka broker at {}: connected; topic devicedata (3 partitions)",
+            broker.bootstrap_servers()
+        )),
+        "{text}"
+    );
+
+    let config = write("devicedata-typo");
+    let out = iomt(&["--config", &config], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("have no topic devicedata-typo: create it"),
+        "{text}"
+    );
+}

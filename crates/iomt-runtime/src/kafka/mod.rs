@@ -17,11 +17,13 @@
 //!   `SystemProperties`.
 //! * [`consumer`]: batches from a consumer group, and their commits.
 //! * [`producer`]: measurements to the normalized topic, keyed by device id.
+//! * [`check`]: the metadata probe of `iomt check --config`.
 //!
 //! # What must hold
 //! * No secret reaches a log line or `Debug` output; no payload or identifier is logged at info
 //!   level or above (topics and partition counts are).
 
+pub mod check;
 pub mod config;
 pub mod consumer;
 pub mod headers;

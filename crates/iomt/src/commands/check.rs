@@ -8,8 +8,9 @@
 //!
 //! `--config pipeline.yaml` checks a whole service configuration instead: the file is validated
 //! as `iomt validate --config` does (nothing is contacted when it has problems), then the FHIR
-//! destination gets the checks above and every source that connects to a broker (MQTT) is
-//! connected to once, with a probe client id that leaves the service's session alone.
+//! destination gets the checks above and every broker is reached once: the MQTT source's (with a
+//! probe client id that leaves the service's session alone), and the Kafka source's and the
+//! scale-out topic's (a metadata request: the brokers answer and the topics exist).
 //!
 //! # Exit status
 //! * 0: every check passed (warnings allowed);
@@ -171,7 +172,8 @@ mod service {
     struct SourceFinding {
         source: &'static str,
         target: String,
-        error: Option<String>,
+        /// What passed, or what failed and what to do.
+        result: Result<String, String>,
     }
 
     pub(super) fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -207,10 +209,10 @@ mod service {
             sources.push(SourceFinding {
                 source: "mqtt",
                 target: format!("{}:{}", mqtt.host, mqtt.port()),
-                error: match probe {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some(format!(
+                result: match probe {
+                    Ok(Ok(())) => Ok("connected".into()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
                         "no answer from the broker within {} s: check the host, the port and \
                          any firewall in between",
                         PROBE_TIMEOUT.as_secs()
@@ -218,8 +220,60 @@ mod service {
                 },
             });
         }
+        let mut kafka = Vec::new();
+        if let Some(source) = &config.sources.kafka {
+            kafka.push(("kafka", source.connection(), source.topics.clone()));
+        }
+        if let Some(scale_out) = &config.scale_out {
+            kafka.push((
+                "scale_out",
+                scale_out.connection(),
+                vec![scale_out.normalized_topic.clone()],
+            ));
+        }
+        for (source, connection, topics) in kafka {
+            let target = connection
+                .bootstrap_servers
+                .clone()
+                .unwrap_or_else(|| "the event hubs namespace".into());
+            let found = runtime.block_on(iomt_runtime::kafka::check::check_topics(
+                &connection,
+                &topics,
+                PROBE_TIMEOUT,
+            ));
+            let result = match found {
+                Err(e) => Err(e),
+                Ok(found) => {
+                    let missing: Vec<&str> = found
+                        .topics
+                        .iter()
+                        .filter(|(_, partitions)| partitions.is_none())
+                        .map(|(name, _)| name.as_str())
+                        .collect();
+                    if missing.is_empty() {
+                        let topics: Vec<String> = found
+                            .topics
+                            .iter()
+                            .map(|(name, p)| format!("{name} ({} partitions)", p.unwrap_or(0)))
+                            .collect();
+                        Ok(format!("connected; topic {}", topics.join(", ")))
+                    } else {
+                        Err(format!(
+                            "the brokers answered but have no topic {}: create it (or fix the \
+                             name; the connector does not create topics)",
+                            missing.join(", ")
+                        ))
+                    }
+                }
+            };
+            sources.push(SourceFinding {
+                source,
+                target,
+                result,
+            });
+        }
         let destination_ok = destination.as_ref().is_none_or(|(r, _, _)| r.is_ok());
-        let sources_ok = sources.iter().all(|s| s.error.is_none());
+        let sources_ok = sources.iter().all(|s| s.result.is_ok());
         if json {
             let list: Vec<serde_json::Value> = sources
                 .iter()
@@ -227,8 +281,8 @@ mod service {
                     serde_json::json!({
                         "source": s.source,
                         "target": s.target,
-                        "status": if s.error.is_some() { "fail" } else { "pass" },
-                        "message": s.error,
+                        "status": if s.result.is_ok() { "pass" } else { "fail" },
+                        "message": match &s.result { Ok(m) | Err(m) => m },
                     })
                 })
                 .collect();
@@ -246,9 +300,9 @@ mod service {
                 None => println!("destination: the local store (nothing to reach)"),
             }
             for s in &sources {
-                match &s.error {
-                    None => println!("[ok  ] {} broker at {}: connected", s.source, s.target),
-                    Some(e) => println!("[FAIL] {} broker at {}: {e}", s.source, s.target),
+                match &s.result {
+                    Ok(m) => println!("[ok  ] {} broker at {}: {m}", s.source, s.target),
+                    Err(e) => println!("[FAIL] {} broker at {}: {e}", s.source, s.target),
                 }
             }
             if sources.is_empty() {
