@@ -121,7 +121,7 @@ async fn kafka_normalize(messages: usize, devices: usize, instances: usize) {
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
     let block = format!(
-        "role: normalize\nsources:\n  kafka:\n    bootstrap_servers: {b}\n    topics: [{RAW_TOPIC}]\n    group_id: bench-normalize\nscale_out:\n  bootstrap_servers: {b}\n  normalized_topic: {NORMALIZED_TOPIC}\npipeline:\n  flush_interval: 200ms\ndestination:\n  local: {{}}\n",
+        "role: normalize\nsources:\n  kafka:\n    bootstrap_servers: {b}\n    topics: [{RAW_TOPIC}]\n    group_id: bench-normalize\nscale_out:\n  bootstrap_servers: {b}\n  normalized_topic: {NORMALIZED_TOPIC}\npipeline:\n  flush_interval: 200ms\n",
         b = broker.bootstrap_servers()
     );
     let started = Instant::now();

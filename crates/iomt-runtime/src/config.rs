@@ -51,8 +51,10 @@ pub struct PipelineConfig {
     /// Batching, flushing and failure handling.
     #[serde(default)]
     pub pipeline: PipelineSettings,
-    /// Where Observations are written.
-    pub destination: DestinationConfig,
+    /// Where Observations are written (required by roles `all` and `transform`; role
+    /// `normalize` writes measurements to `scale_out` instead and ignores it).
+    #[serde(default)]
+    pub destination: Option<DestinationConfig>,
     /// Where failed messages and groups are kept.
     #[serde(default)]
     pub dead_letter: DeadLetterSettings,
@@ -465,12 +467,12 @@ impl PipelineConfig {
         if let Some(p) = self.dead_letter.path.as_mut() {
             resolve(p);
         }
-        if let DestinationConfig::Local(local) = &mut self.destination
+        if let Some(DestinationConfig::Local(local)) = &mut self.destination
             && let Some(p) = local.path.as_mut()
         {
             resolve(p);
         }
-        if let DestinationConfig::Fhir(fhir) = &mut self.destination {
+        if let Some(DestinationConfig::Fhir(fhir)) = &mut self.destination {
             resolve_fhir_paths(fhir, resolve);
         }
         for tls in [
@@ -526,13 +528,13 @@ impl PipelineConfig {
     /// The local FHIR store's database, when the destination is local.
     pub fn local_store_path(&self) -> Option<PathBuf> {
         match &self.destination {
-            DestinationConfig::Local(local) => Some(
+            Some(DestinationConfig::Local(local)) => Some(
                 local
                     .path
                     .clone()
                     .unwrap_or_else(|| self.data_dir().join("fhir.db")),
             ),
-            DestinationConfig::Fhir(_) => None,
+            Some(DestinationConfig::Fhir(_)) | None => None,
         }
     }
 
@@ -625,14 +627,23 @@ impl PipelineConfig {
             );
         }
         match &self.destination {
-            DestinationConfig::Fhir(fhir) => {
+            None if self.role != Role::Normalize => problem(
+                "destination",
+                format!(
+                    "missing: role {} writes Observations there: add `destination: {{local: {{}}}}` \
+                     or `destination: {{fhir: {{base_url: …}}}}`",
+                    self.role.as_str()
+                ),
+            ),
+            None => {}
+            Some(DestinationConfig::Fhir(fhir)) => {
                 if let Err(errors) = fhir.validate() {
                     for e in errors {
                         problem(&format!("destination.fhir.{}", e.path), e.message);
                     }
                 }
             }
-            DestinationConfig::Local(local) => {
+            Some(DestinationConfig::Local(local)) => {
                 if let Some(mode) = &local.identity
                     && crate::sink::local_identity_mode(mode).is_none()
                 {
@@ -982,7 +993,7 @@ destination:
         assert_eq!(c.pipeline.flush_interval, Duration::from_secs(1));
         assert_eq!(c.log.max_size, 1 << 30);
         assert_eq!(c.sources.http.as_ref().unwrap().listen.port(), 8180);
-        assert!(matches!(c.destination, DestinationConfig::Local(_)));
+        assert!(matches!(c.destination, Some(DestinationConfig::Local(_))));
     }
 
     #[test]
@@ -1031,7 +1042,7 @@ destination:
             "  fhir:\n    base_url: https://fhir.example.org/R4\n    identity:\n      mode: create",
         );
         let c = PipelineConfig::from_yaml_str(&text).unwrap();
-        let DestinationConfig::Fhir(fhir) = c.destination else {
+        let Some(DestinationConfig::Fhir(fhir)) = c.destination else {
             panic!("expected fhir");
         };
         assert_eq!(fhir.base_url, "https://fhir.example.org/R4");
@@ -1047,7 +1058,7 @@ destination:
         let path = dir.path().join("pipeline.yaml");
         std::fs::write(&path, text).unwrap();
         let c = PipelineConfig::load(&path).unwrap();
-        let DestinationConfig::Fhir(fhir) = c.destination else {
+        let Some(DestinationConfig::Fhir(fhir)) = c.destination else {
             panic!("expected fhir");
         };
         assert_eq!(
@@ -1133,6 +1144,16 @@ destination:
         );
         let normalize = check(&MINIMAL.replace("version: 1", "version: 1\nrole: normalize"));
         assert!(normalize.contains(&"scale_out".to_owned()), "{normalize:?}");
+        // Only role normalize may leave the destination out.
+        let without_destination = MINIMAL.replace("destination:\n  local: {}\n", "");
+        let all = check(&without_destination);
+        assert!(all.contains(&"destination".to_owned()), "{all:?}");
+        let normalize =
+            check(&without_destination.replace("version: 1", "version: 1\nrole: normalize"));
+        assert!(
+            !normalize.contains(&"destination".to_owned()),
+            "{normalize:?}"
+        );
         let all = check(&MINIMAL.replace(
             "destination:",
             "scale_out: {bootstrap_servers: 'b:1', normalized_topic: t, group_id: ''}\nsources:\n  kafka: {topics: [t], group_id: g}\ndestination:",

@@ -24,6 +24,7 @@
 //! start, so nothing acknowledged is lost.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use iomt_log::{Log, LogConfig, SyncMode};
@@ -34,7 +35,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
 use crate::auth::Authenticator;
-use crate::config::{DestinationConfig, PipelineConfig, Role};
+use crate::config::{ConfigError, ConfigProblem, DestinationConfig, PipelineConfig, Role};
 use crate::error::RuntimeError;
 use crate::event::EventKind;
 use crate::ingest::http::{self, HttpIngest};
@@ -113,10 +114,20 @@ pub async fn start(config: &PipelineConfig) -> Result<RunningService, RuntimeErr
 
     let role = config.role;
     let mut local_store = None;
-    let sink = if role == Role::Normalize {
-        None
-    } else {
-        Some(match &config.destination {
+    let sink = match (&config.destination, role) {
+        (_, Role::Normalize) => None,
+        // `validate` refuses a missing destination for the other roles.
+        (None, _) => {
+            return Err(RuntimeError::Config(ConfigError::Invalid {
+                file: PathBuf::from("pipeline.yaml"),
+                problems: vec![ConfigProblem {
+                    path: "destination".into(),
+                    line: None,
+                    message: format!("missing: role {} writes Observations there", role.as_str()),
+                }],
+            }));
+        }
+        (Some(destination), _) => Some(match destination {
             DestinationConfig::Fhir(fhir) => {
                 let sink = FhirSink::new((**fhir).clone(), templates.clone())?;
                 Sink::Fhir(Arc::new(sink))
@@ -142,7 +153,7 @@ pub async fn start(config: &PipelineConfig) -> Result<RunningService, RuntimeErr
                 local_store = Some(store.clone());
                 Sink::Local(store)
             }
-        })
+        }),
     };
 
     let (output, kafka_input) = kafka_parts(config, sink, &metrics, &status)?;

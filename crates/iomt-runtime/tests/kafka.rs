@@ -503,7 +503,7 @@ async fn two_instances_split_partitions_and_one_finishes_after_the_other_stops()
             &dir.path().join(name),
             &kafka_source(&broker, "devicedata", "iomt-shared"),
         );
-        c.destination = DestinationConfig::Fhir(Box::new(fhir_config(&server)));
+        c.destination = Some(DestinationConfig::Fhir(Box::new(fhir_config(&server))));
         c
     };
     let first = iomt_runtime::start(&instance("a")).await.unwrap();

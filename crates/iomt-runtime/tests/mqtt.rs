@@ -510,9 +510,9 @@ async fn a_full_log_pauses_the_source_and_the_broker_keeps_the_rest() {
     let block = mqtt_block(&broker, "iomt-backpressure", "max_inflight: 2");
     // First run: the FHIR server is unreachable, so the log only grows; at 2 MiB it is full.
     let mut outage = config(dir.path(), &block);
-    outage.destination = iomt_runtime::config::DestinationConfig::Fhir(Box::new(
+    outage.destination = Some(iomt_runtime::config::DestinationConfig::Fhir(Box::new(
         iomt_fhir_client::FhirClientConfig::new("http://127.0.0.1:1/fhir"),
-    ));
+    )));
     outage.log.segment_size = 1 << 20;
     outage.log.max_size = 2 << 20;
     let service = iomt_runtime::start(&outage).await.unwrap();

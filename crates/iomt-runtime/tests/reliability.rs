@@ -70,7 +70,7 @@ admin:
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, text).unwrap();
     let mut config = PipelineConfig::load(&path).unwrap();
-    config.destination = DestinationConfig::Fhir(Box::new(fhir));
+    config.destination = Some(DestinationConfig::Fhir(Box::new(fhir)));
     config.validate().unwrap();
     config
 }

@@ -190,7 +190,7 @@ mod service {
             .build()
             .context("cannot start the async runtime")?;
         let destination = match &config.destination {
-            DestinationConfig::Fhir(fhir) => Some((
+            Some(DestinationConfig::Fhir(fhir)) => Some((
                 runtime.block_on(iomt_fhir_client::run_checks(fhir)),
                 display_url(&fhir.base_url),
                 fhir.auth.type_name(),
@@ -297,6 +297,9 @@ mod service {
             println!("{}: valid", path.display());
             match &destination {
                 Some((report, target, auth)) => print_text(report, target, auth),
+                None if config.destination.is_none() => {
+                    println!("destination: none (role normalize writes to the normalized topic)")
+                }
                 None => println!("destination: the local store (nothing to reach)"),
             }
             for s in &sources {
