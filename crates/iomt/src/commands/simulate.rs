@@ -120,7 +120,7 @@ pub struct TargetArgs {
     /// MQTT over TLS (`mqtts://`): the PEM file of the CA that signed the broker's certificate.
     #[arg(long, value_name = "FILE")]
     mqtt_ca_file: Option<PathBuf>,
-    /// MQTT: the client id [default: iomt-simulate-<process id>].
+    /// MQTT: the client id (default: `iomt-simulate-` followed by the process id).
     #[arg(long, value_name = "ID")]
     mqtt_client_id: Option<String>,
     /// Kafka: SASL PLAIN (over TLS) user name.
