@@ -165,32 +165,60 @@ impl Sink {
                     }
                 })
                 .collect(),
-            Sink::Local(store) => {
-                // One transaction per chunk: the store builds a chunk's Observations in
-                // memory before writing them, so chunks bound the memory a large batch
-                // takes. Chunks go in order, so each device's groups stay in order.
-                let mut outcomes = Vec::with_capacity(groups.len());
-                let mut groups = groups.into_iter().peekable();
-                while groups.peek().is_some() {
-                    let chunk: Vec<ObservationGroup> = groups.by_ref().take(LOCAL_CHUNK).collect();
-                    let (store, templates) = (store.clone(), templates.clone());
-                    let joined =
-                        tokio::task::spawn_blocking(move || store.persist(chunk, &templates)).await;
-                    match joined {
-                        Ok(done) => outcomes.extend(done.into_iter().map(from_store)),
-                        // A panic in the store is a bug; re-raise it rather than lose groups.
-                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                        Err(_) => break,
-                    }
-                }
-                outcomes
-            }
+            Sink::Local(store) => persist_local(store, groups, templates).await,
         }
     }
 }
 
-/// Groups per local-store transaction.
-const LOCAL_CHUNK: usize = 2_000;
+/// Persists `groups` into the local store in one blocking call (the store takes them in
+/// transactions of bounded size and flushes its log once, see
+/// [`LocalFhirStore::persist`]). If that task is cancelled before it ran (the runtime is
+/// shutting down), nothing was written and every group comes back as a retryable failure.
+async fn persist_local(
+    store: &Arc<LocalFhirStore>,
+    groups: Vec<ObservationGroup>,
+    templates: Arc<FhirTemplates>,
+) -> Vec<SinkOutcome> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    // The groups wait in this slot until the task runs, so a task cancelled before it started
+    // hands them back.
+    let slot = Arc::new(std::sync::Mutex::new(Some(groups)));
+    let (task_store, task_slot) = (store.clone(), slot.clone());
+    let joined = tokio::task::spawn_blocking(move || {
+        let groups = task_slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        task_store.persist(groups, &templates)
+    })
+    .await;
+    match joined {
+        Ok(done) => done.into_iter().map(from_store).collect(),
+        // A panic in the store is a bug; re-raise it rather than lose groups.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(cancelled)
+            .collect(),
+    }
+}
+
+/// A group whose store task was cancelled before it ran: nothing was written, try again.
+fn cancelled(group: ObservationGroup) -> SinkOutcome {
+    SinkOutcome::Failed(Box::new(SinkFailure {
+        group,
+        class: iomt_store::STORE_ERROR_CLASS.to_owned(),
+        reason: "the local store task was cancelled before it ran (the service is shutting down); the group is retried".to_owned(),
+        retryable: true,
+    }))
+}
 
 fn from_store(outcome: StoreOutcome) -> SinkOutcome {
     match outcome {
@@ -203,5 +231,78 @@ fn from_store(outcome: StoreOutcome) -> SinkOutcome {
             retryable: error.is_retryable(),
             group,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use chrono::{DateTime, Utc};
+    use iomt_transform::{PeriodInterval, PropertyValues, TimeValue, WindowSpec};
+
+    use super::*;
+
+    fn group(device: usize) -> ObservationGroup {
+        let time: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        ObservationGroup {
+            type_name: "spo2".into(),
+            device_id: format!("device-{device}"),
+            patient_id: Some(format!("patient-{device}")),
+            encounter_id: None,
+            correlation_id: None,
+            window: WindowSpec::new(PeriodInterval::Single).window_for(time),
+            properties: vec![PropertyValues {
+                name: "spo2".into(),
+                values: vec![TimeValue {
+                    time,
+                    value: "97".into(),
+                }],
+            }],
+        }
+    }
+
+    /// The local path used to `break` out of its loop when the store task was cancelled and
+    /// returned fewer outcomes than groups (the pipeline then lost track of the rest).
+    #[test]
+    fn a_cancelled_store_task_hands_every_group_back_as_retryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            LocalFhirStore::open(&dir.path().join("fhir.db"), Default::default()).unwrap(),
+        );
+        let templates = Arc::new(
+            FhirTemplates::from_json_str(include_str!(
+                "../../../examples/wearable/fhirmapping.json"
+            ))
+            .unwrap(),
+        );
+        // A runtime that is shutting down cancels blocking tasks instead of running them.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let _entered = handle.enter();
+        let groups: Vec<ObservationGroup> = (0..5).map(group).collect();
+        let mut persisting = pin!(persist_local(&store, groups, templates));
+        let mut cx = Context::from_waker(Waker::noop());
+        let outcomes = loop {
+            if let Poll::Ready(outcomes) = persisting.as_mut().poll(&mut cx) {
+                break outcomes;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!(outcomes.len(), 5);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let SinkOutcome::Failed(failure) = outcome else {
+                panic!("group {i} was not handed back: {outcome:?}");
+            };
+            assert!(failure.retryable);
+            assert_eq!(failure.group.device_id, format!("device-{i}"));
+            assert_eq!(failure.class, iomt_store::STORE_ERROR_CLASS);
+        }
+        assert_eq!(store.counts().unwrap().total(), 0, "nothing was written");
     }
 }

@@ -9,19 +9,49 @@
 //! * An entry is the committed state of its Observation: the store inserts entries only after
 //!   the transaction that wrote them committed, and drops them all when a resource is replaced
 //!   from outside (`put_resource`).
-//! * The entries' weights (their JSON size plus a fixed overhead, an estimate of the memory a
-//!   parsed copy takes) never add up to more than the limit: the least recently used entries
-//!   are evicted first.
+//! * The entries' weights (the heap memory their parsed values take, counted allocation by
+//!   allocation, see [`heap_bytes`]) never add up to more than the limit: the least recently
+//!   used entries are evicted first.
 
 use hashlink::LruCache;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// Estimated memory of a parsed Observation besides its JSON text's size (maps, vectors).
-const ENTRY_OVERHEAD: usize = 2048;
+/// What an allocation costs beyond its requested size (the allocator's rounding and headers;
+/// mimalloc's size classes waste up to an eighth, 16 bytes is the typical small-block cost).
+const PER_ALLOCATION: usize = 16;
 
-/// A parsed `serde_json::Value` (ordered maps, one allocation per string) takes several times
-/// its JSON text; measured with the service benchmark's resident memory.
-const PARSED_PER_JSON_BYTE: usize = 4;
+/// The entry itself, its key and its id beside the value's own heap.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// The heap memory `value` takes: string and vector capacities, map entries and their index,
+/// plus [`PER_ALLOCATION`] for each allocation.
+pub(crate) fn heap_bytes(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.capacity() + PER_ALLOCATION,
+        Value::Array(items) => {
+            items.capacity() * size_of::<Value>()
+                + PER_ALLOCATION
+                + items.iter().map(heap_bytes).sum::<usize>()
+        }
+        Value::Object(map) => map_bytes(map),
+    }
+}
+
+fn map_bytes(map: &Map<String, Value>) -> usize {
+    // An ordered map (indexmap): a vector of (hash, key, value) entries and a hash index of
+    // one word per slot (at least one empty slot per eight).
+    const ENTRY: usize = size_of::<u64>() + size_of::<String>() + size_of::<Value>();
+    let entries = map.len() * ENTRY + PER_ALLOCATION;
+    let index =
+        (map.len() * 8 / 7 + 1).next_power_of_two() * (size_of::<usize>() + 1) + PER_ALLOCATION;
+    entries
+        + index
+        + map
+            .iter()
+            .map(|(k, v)| k.capacity() + PER_ALLOCATION + heap_bytes(v))
+            .sum::<usize>()
+}
 
 /// A cached Observation.
 #[derive(Debug)]
@@ -36,13 +66,14 @@ pub(crate) struct CachedObservation {
 }
 
 impl CachedObservation {
-    /// An entry for an Observation whose JSON is `json_len` bytes long.
-    pub fn new(id: String, version: u64, value: Value, json_len: usize) -> CachedObservation {
+    /// An entry for an Observation, weighed by the memory it takes.
+    pub fn new(id: String, version: u64, value: Value) -> CachedObservation {
+        let weight = heap_bytes(&value) + id.capacity() * 2 + ENTRY_OVERHEAD;
         CachedObservation {
             id,
             version,
             value,
-            weight: json_len * PARSED_PER_JSON_BYTE + ENTRY_OVERHEAD,
+            weight,
         }
     }
 }
@@ -56,7 +87,7 @@ pub(crate) struct ObservationCache {
 }
 
 impl ObservationCache {
-    /// An empty cache holding at most `limit` bytes (estimated); 0 disables it.
+    /// An empty cache holding at most `limit` bytes; 0 disables it.
     pub fn new(limit: usize) -> ObservationCache {
         ObservationCache {
             entries: LruCache::new_unbounded(),
@@ -111,13 +142,29 @@ impl ObservationCache {
 mod tests {
     use super::*;
 
-    fn entry(json_len: usize) -> CachedObservation {
-        CachedObservation::new("id".into(), 1, Value::Null, json_len)
+    fn entry(text_len: usize) -> CachedObservation {
+        CachedObservation::new("id".into(), 1, Value::String("x".repeat(text_len)))
+    }
+
+    #[test]
+    fn weighs_what_the_value_allocates() {
+        let string = Value::String("x".repeat(1000));
+        assert_eq!(heap_bytes(&string), 1000 + PER_ALLOCATION);
+        let observation = serde_json::json!({
+            "resourceType": "Observation",
+            "valueSampledData": {"period": 1000, "data": "E ".repeat(3600)},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+        });
+        let weight = heap_bytes(&observation);
+        // The data string and the structure around it: more than the text, not many times it.
+        let text = serde_json::to_string(&observation).unwrap().len();
+        assert!(weight > text, "{weight} vs {text}");
+        assert!(weight < text + 2048, "{weight} vs {text}");
     }
 
     #[test]
     fn evicts_least_recently_used_by_weight() {
-        let w = |len: usize| len * PARSED_PER_JSON_BYTE + ENTRY_OVERHEAD;
+        let w = |len: usize| entry(len).weight;
         let mut cache = ObservationCache::new(3 * w(1000));
         cache.insert("a".into(), entry(1000));
         cache.insert("b".into(), entry(1000));

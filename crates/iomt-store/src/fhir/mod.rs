@@ -15,13 +15,16 @@
 //! `identity`). The only members this store writes itself are `meta.versionId` (1, then +1 per
 //! write) and `meta.lastUpdated`, which a FHIR server sets too.
 //!
-//! # One call, one transaction
-//! [`LocalFhirStore::persist`] resolves every group's identity, builds and merges its
-//! Observation (groups for the same Observation in input order, each seeing the previous
-//! one's result; distinct Observations on up to [`LocalStoreConfig::workers`] threads), then
-//! writes each changed Observation once and commits (see `persist`). If a write or the commit
-//! fails, nothing of the call is kept and every group comes back `Failed` with the storage
-//! error; a group's own failure (identity, mapping) fails only that group.
+//! # One call, few transactions, one flush
+//! [`LocalFhirStore::persist`] takes a call's groups in transactions of
+//! [`LocalStoreConfig::transaction_groups`]. Per transaction it resolves every group's
+//! identity, builds and merges its Observation (groups for the same Observation in input
+//! order, each seeing the previous one's result; distinct Observations on up to
+//! [`LocalStoreConfig::workers`] threads), then writes each changed Observation once and
+//! commits (see `persist`). If a write or the commit fails, nothing of that transaction is
+//! kept and each of its groups comes back `Failed` with the storage error; a group's own
+//! failure (identity, mapping) fails only that group. Transactions go in input order, so a
+//! later one sees the earlier ones' Observations.
 //!
 //! # Caches
 //! Recently written hour/day Observations are kept parsed, by identifier, bounded by
@@ -33,9 +36,16 @@
 //! # Concurrency and durability
 //! One writer connection behind a mutex (SQLite has one writer at a time anyway) and one
 //! reader connection for [`get`](LocalFhirStore::get) and friends, which in WAL mode never
-//! waits for the writer and sees committed data only. `synchronous=NORMAL`: a commit survives
-//! a crash of the process; a power cut may lose the last commits (which the pipeline replays
-//! from its log), unlike the dead-letter store which flushes every commit.
+//! waits for the writer and sees committed data only.
+//!
+//! **What `persist` returned as written is on the disk**, power cuts included: the pipeline
+//! moves its log checkpoint past a batch once `persist` returned, so nothing would replay a
+//! lost write. `synchronous=NORMAL` syncs the write-ahead log only at checkpoints, so after
+//! its last commit `persist` flushes the log file itself (`fdatasync`) — once per call,
+//! where `synchronous=FULL` would flush once per transaction. If that flush fails, every group
+//! the call saved comes back `Failed` and retryable (the commits are kept; a retry merges
+//! idempotently). [`put_resource`](LocalFhirStore::put_resource) is used for seeding and
+//! flushes the same way.
 
 mod cache;
 mod db;
@@ -134,9 +144,14 @@ pub struct LocalStoreConfig {
     /// The precision of Observation identifier time segments (keep the default for a store
     /// that already holds Observations: changing it changes every identifier).
     pub id_precision: IdPrecision,
-    /// The most memory (estimated) the cache of parsed hour/day Observations may take; 0
-    /// disables it. An hour of 1-second SampledData takes ~17 KB.
+    /// The most memory the cache of parsed hour/day Observations may take (their heap, counted
+    /// allocation by allocation); 0 disables it. An hour of 1-second SampledData takes ~10 KB.
     pub observation_cache_bytes: usize,
+    /// How many groups one transaction of a [`persist`](LocalFhirStore::persist) call takes.
+    /// A transaction's Observations are built in memory before they are written, so this
+    /// bounds the memory a large call takes; the call flushes the log once, whatever the
+    /// number of its transactions.
+    pub transaction_groups: NonZeroUsize,
     /// How many device and encounter identities are cached (each).
     pub identity_cache_entries: NonZeroUsize,
     /// How many threads build and merge a call's Observations, the calling thread included
@@ -154,7 +169,8 @@ impl Default for LocalStoreConfig {
             identity: LocalIdentityMode::default(),
             default_device_identifier_system: None,
             id_precision: IdPrecision::default(),
-            observation_cache_bytes: 128 << 20,
+            observation_cache_bytes: 16 << 20,
+            transaction_groups: NonZeroUsize::new(1_000).unwrap_or(NonZeroUsize::MIN),
             identity_cache_entries: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
             workers: NonZeroUsize::MIN,
         }
@@ -238,7 +254,9 @@ const KIND: FileKind = FileKind {
     schema_version: 1,
     schema: db::SCHEMA,
     synchronous: "NORMAL",
-    cache_kib: 64 * 1024,
+    // The identifier and primary-key index pages a batch touches; Observation bodies are
+    // read back through the operating system's cache when the Observation cache misses.
+    cache_kib: 16 * 1024,
     // Measured (benches/store.rs): 8 KiB pages hold an hour of SampledData in two pages and
     // make index pages wider; smaller pages were slower, larger ones no faster.
     page_size: 8192,
@@ -299,8 +317,9 @@ impl LocalFhirStore {
         &self.config
     }
 
-    /// Persists `groups`: one outcome per group, in order, all in one transaction (see the
-    /// module docs).
+    /// Persists `groups`: one outcome per group, in order, in transactions of
+    /// [`LocalStoreConfig::transaction_groups`] groups, durable when it returns (see the module
+    /// docs).
     pub fn persist(
         &self,
         groups: Vec<ObservationGroup>,
@@ -311,17 +330,55 @@ impl LocalFhirStore {
         }
         let now = Utc::now();
         let last_updated = instant(now);
+        let mut results: Vec<Result<Written, StoreError>> = Vec::with_capacity(groups.len());
         let mut guard = lock(&self.writer);
+        for chunk in groups.chunks(self.config.transaction_groups.get()) {
+            results.extend(self.persist_chunk(&mut guard, chunk, templates, now, &last_updated));
+        }
+        drop(guard);
+        // One flush of the write-ahead log for every transaction of the call.
+        let wrote = results
+            .iter()
+            .any(|r| matches!(r, Ok(Written::Created(_) | Written::Updated(_))));
+        if wrote && let Err(error) = self.sync_log() {
+            // Unchanged groups too: what they found may be one of this call's writes.
+            for result in &mut results {
+                if result.is_ok() {
+                    *result = Err(error.clone());
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .zip(results)
+            .map(|(group, result)| match result {
+                Ok(Written::Created(id)) => StoreOutcome::Created { id },
+                Ok(Written::Updated(id)) => StoreOutcome::Updated { id },
+                Ok(Written::Unchanged(id)) => StoreOutcome::Unchanged { id },
+                Err(error) => StoreOutcome::Failed { group, error },
+            })
+            .collect()
+    }
+
+    /// One transaction: the result of each group of `groups`, in order.
+    fn persist_chunk(
+        &self,
+        writer: &mut Writer,
+        groups: &[ObservationGroup],
+        templates: &FhirTemplates,
+        now: chrono::DateTime<Utc>,
+        last_updated: &str,
+    ) -> Vec<Result<Written, StoreError>> {
         let Writer {
             conn,
             observations,
             identities,
-        } = &mut *guard;
+        } = writer;
         let tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
                 let results = (0..groups.len()).map(|_| None).collect();
-                return fail_all(groups, results, StoreError::storage(PERSIST, &e));
+                return fail_all(results, StoreError::storage(PERSIST, &e));
             }
         };
         let run = Persist {
@@ -330,30 +387,38 @@ impl LocalFhirStore {
             observations,
             identities,
             now,
-            last_updated: &last_updated,
+            last_updated,
         }
-        .run(&groups, templates);
+        .run(groups, templates);
         // On an error the transaction is dropped unfinished: rolled back.
         let (results, publish) = match run {
             Ok(done) => match tx.commit() {
                 Ok(()) => done,
-                Err(e) => return fail_all(groups, done.0, StoreError::storage(PERSIST, &e)),
+                Err(e) => return fail_all(done.0, StoreError::storage(PERSIST, &e)),
             },
-            Err((results, error)) => return fail_all(groups, results, error),
+            Err((results, error)) => return fail_all(results, error),
         };
         publish.apply(observations, identities);
-        groups
+        results
             .into_iter()
-            .zip(results)
-            .map(|(group, result)| match result {
-                Some(Ok(Written::Created(id))) => StoreOutcome::Created { id },
-                Some(Ok(Written::Updated(id))) => StoreOutcome::Updated { id },
-                Some(Ok(Written::Unchanged(id))) => StoreOutcome::Unchanged { id },
-                Some(Err(error)) => StoreOutcome::Failed { group, error },
-                // Every group is answered by the plan or the build; a gap is a bug.
-                None => unreachable!("a group got no result"),
-            })
+            // Every group is answered by the plan or the build; a gap is a bug.
+            .map(|result| result.unwrap_or_else(|| unreachable!("a group got no result")))
             .collect()
+    }
+
+    /// Makes every commit so far durable: flushes the write-ahead log to the disk.
+    /// `synchronous=NORMAL` leaves that to checkpoints; a persist call does it once for all its
+    /// transactions instead of once per commit as `FULL` would.
+    fn sync_log(&self) -> Result<(), StoreError> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::File::open(&wal)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| StoreError::Storage {
+                operation: PERSIST,
+                detail: format!("flushing the write-ahead log to the disk failed ({e})"),
+                retryable: true,
+            })
     }
 
     /// Stores a Patient, Device, Encounter or Observation as a FHIR update would (e.g. to seed
@@ -414,6 +479,8 @@ impl LocalFhirStore {
             "Observation" => writer.observations.clear(),
             _ => writer.identities.clear(),
         }
+        drop(guard);
+        self.sync_log()?;
         Ok(id)
     }
 
@@ -540,20 +607,12 @@ fn checked_type(resource_type: &str) -> Result<&'static str, StoreError> {
 }
 
 /// Every group failed: with its own error when it had one, else with `error`.
-fn fail_all(
-    groups: Vec<ObservationGroup>,
-    results: Results,
-    error: StoreError,
-) -> Vec<StoreOutcome> {
-    groups
+fn fail_all(results: Results, error: StoreError) -> Vec<Result<Written, StoreError>> {
+    results
         .into_iter()
-        .zip(results)
-        .map(|(group, result)| {
-            let error = match result {
-                Some(Err(own)) => own,
-                _ => error.clone(),
-            };
-            StoreOutcome::Failed { group, error }
+        .map(|result| match result {
+            Some(Err(own)) => Err(own),
+            _ => Err(error.clone()),
         })
         .collect()
 }
@@ -572,7 +631,7 @@ mod tests {
                 |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
             assert_eq!(get("page_size"), 8192);
             assert_eq!(get("synchronous"), 1, "NORMAL");
-            assert_eq!(get("cache_size"), -64 * 1024);
+            assert_eq!(get("cache_size"), -16 * 1024);
             assert_eq!(get("wal_autocheckpoint"), 4096);
             let mode: String = conn
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))

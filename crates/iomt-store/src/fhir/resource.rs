@@ -129,7 +129,8 @@ pub(crate) fn patient_id_from_reference(reference: &str) -> Option<&str> {
     .then_some(id)
 }
 
-/// Parses a stored body.
+/// Parses a stored body. (serde_json, not sonic-rs: sonic-rs reads `-0` as `0.0`, which would
+/// then be written back differently.)
 pub(crate) fn parse_stored(what: &'static str, body: &[u8]) -> Result<Value, StoreError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) if v.is_object() => Ok(v),
@@ -222,6 +223,23 @@ mod tests {
         );
         assert!(splice_meta(text, "abd", 1, "t").is_none());
         assert!(splice_meta(br#"{"id":"abc"}"#, "abc", 1, "t").is_none());
+    }
+
+    #[test]
+    fn stored_bodies_keep_negative_zero_and_say_what_is_wrong() {
+        let text = br#"{"resourceType":"Observation","x":[1.5,-0,78.0]}"#;
+        let parsed = parse_stored("Observation", text).unwrap();
+        assert_eq!(
+            serde_json::to_string(&parsed).unwrap(),
+            r#"{"resourceType":"Observation","x":[1.5,-0.0,78.0]}"#
+        );
+        let reason = |body: &[u8]| match parse_stored("Device", body) {
+            Err(StoreError::Corrupt { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(b"[1]"), "it is not a json object");
+        assert_eq!(reason(br#"{"a":"#), "it is not json (truncated)");
+        assert_eq!(reason(br#"{"a" 1}"#), "it is not json (syntax error)");
     }
 
     #[test]

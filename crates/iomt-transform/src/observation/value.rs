@@ -141,14 +141,29 @@ pub(crate) fn merge_value(
             }
             let period = sd.default_period.ticks();
             let data = existing.get("data").and_then(Value::as_str).unwrap_or("");
-            let mut old: Vec<Tick<'_>> = Vec::with_capacity(data.len() / 2 + 1);
-            if !data.trim().is_empty() {
-                sampled_data::parse_ticks(&mut old, data, observation_period.0, period);
-            }
             let new: Vec<Tick<'_>> = values
                 .iter()
                 .map(|v| (ticks(v.time), v.value.as_str()))
                 .collect();
+            // The group's window inside the existing period (every group after an hour's or
+            // day's first): replace the tokens of the new values' slots, when that is exact.
+            if data_period.0 >= observation_period.0
+                && data_period.1 <= observation_period.1
+                && let Some(spliced) = sampled_data::splice_ticks(
+                    data,
+                    &new,
+                    observation_period.0,
+                    observation_period.1,
+                    period,
+                )
+            {
+                existing.insert("data".to_owned(), Value::String(spliced));
+                return Ok(());
+            }
+            let mut old: Vec<Tick<'_>> = Vec::with_capacity(data.len() / 2 + 1);
+            if !data.trim().is_empty() {
+                sampled_data::parse_ticks(&mut old, data, observation_period.0, period);
+            }
             let mut merged = Vec::new();
             sampled_data::merge_ticks(&old, &new, &mut merged);
             let start = data_period.0.min(observation_period.0);
