@@ -160,10 +160,10 @@ mod service {
     use std::time::Duration;
 
     use anyhow::Context;
-    use iomt_runtime::PipelineConfig;
-    use iomt_runtime::config::{ConfigError, DestinationConfig};
+    use iomt_runtime::config::DestinationConfig;
 
     use super::{display_url, print_text, report_json};
+    use crate::commands::validate::{load_service_config, problems_json};
 
     /// How long a broker probe may take before it counts as unreachable.
     const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -177,14 +177,10 @@ mod service {
     }
 
     pub(super) fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-        let config = match PipelineConfig::load(path) {
+        let config = match load_service_config(path)? {
             Ok(config) => config,
-            Err(ConfigError::Invalid { problems, .. }) => return invalid(path, &problems, json),
-            Err(e) => return Err(e.into()),
+            Err(problems) => return invalid(path, &problems, json),
         };
-        if let Err(problems) = config.validate() {
-            return invalid(path, &problems, json);
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -325,14 +321,10 @@ mod service {
         json: bool,
     ) -> anyhow::Result<ExitCode> {
         if json {
-            let list: Vec<serde_json::Value> = problems
-                .iter()
-                .map(|p| serde_json::json!({"path": p.path, "line": p.line, "message": p.message}))
-                .collect();
             let value = serde_json::json!({
                 "config": path.display().to_string(),
                 "ok": false,
-                "problems": list,
+                "problems": problems_json(problems),
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {

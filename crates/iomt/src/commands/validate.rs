@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use iomt_debugger::{MappingKind, ValidationReport};
+use iomt_runtime::config::ConfigProblem;
 
 use super::read_mapping;
 use crate::defaults;
@@ -104,23 +105,36 @@ fn print_text(report: &ValidationReport, device_name: &str, fhir_name: Option<&s
     }
 }
 
+/// Loads a service configuration and checks it, as `iomt validate --config` and `iomt check
+/// --config` both do: the configuration, or every problem found (structure first, then the
+/// rest). An unreadable file is an error.
+pub(super) fn load_service_config(
+    path: &std::path::Path,
+) -> anyhow::Result<Result<iomt_runtime::PipelineConfig, Vec<ConfigProblem>>> {
+    match iomt_runtime::PipelineConfig::load(path) {
+        Ok(config) => Ok(config.validate().map(|()| config)),
+        Err(iomt_runtime::config::ConfigError::Invalid { problems, .. }) => Ok(Err(problems)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Configuration problems as the JSON list both commands print.
+pub(super) fn problems_json(problems: &[ConfigProblem]) -> serde_json::Value {
+    problems
+        .iter()
+        .map(|p| serde_json::json!({"path": p.path, "line": p.line, "message": p.message}))
+        .collect()
+}
+
 fn validate_config(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let problems = match iomt_runtime::PipelineConfig::load(path) {
-        Ok(config) => config.validate().err().unwrap_or_default(),
-        Err(iomt_runtime::config::ConfigError::Invalid { problems, .. }) => problems,
-        Err(e) => return Err(e.into()),
-    };
+    let problems = load_service_config(path)?.err().unwrap_or_default();
     if json {
-        let list: Vec<serde_json::Value> = problems
-            .iter()
-            .map(|p| serde_json::json!({"path": p.path, "line": p.line, "message": p.message}))
-            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "file": path.display().to_string(),
                 "valid": problems.is_empty(),
-                "problems": list,
+                "problems": problems_json(&problems),
             }))?
         );
     } else if problems.is_empty() {
