@@ -18,8 +18,8 @@
 //!    A message that fails is dead-lettered byte for byte; the rest go on.
 //! 3. **Produce** (role normalize): the measurements go to the normalized topic, produced
 //!    again until every one is acknowledged. Otherwise:
-//! 4. **Group** the batch's measurements per device, patient, encounter, type and window
-//!    (SPEC §6), exactly as `iomt test-mapping` does.
+//! 4. **Group** (on the blocking pool; pure) the batch's measurements per device, patient,
+//!    encounter, type and window (SPEC §6), exactly as `iomt test-mapping` does.
 //! 5. **Persist** the groups through the [`Sink`]: create, or merge into the existing
 //!    Observation. A group rejected for a reason of its own (not found, mismatch, invalid
 //!    value, 4xx) is dead-lettered at once. A retryable failure is tried again: while the
@@ -30,16 +30,41 @@
 //! 7. **Checkpoint**: the log position after the batch is committed (the log may then drop
 //!    the segments behind it), or the Kafka offsets after the batch are committed.
 //!
+//! ## Two halves, overlapped
+//! Steps 1, 2 and 4 are CPU work; steps 3, 5, 6 and 7 mostly wait on a writer (the local
+//! store writes on one thread, a FHIR server or broker answers over the network). Run one
+//! after the other, one core idles while a batch is written. So each pipeline runs two futures
+//! in its one task (`tokio::join!`; the heavy work is already on the blocking pool or in the
+//! sink): a *preparer* that gathers and prepares batch N+1 while a *finisher* writes and
+//! checkpoints batch N. They are joined by a channel of capacity one, and the preparer
+//! reserves its slot *before* gathering, so at most two batches are in memory: the one being
+//! written, and the one being gathered, prepared or waiting. A prepared batch carries the
+//! mappings snapshot (FHIR templates) that prepared it, its dead letters so far, its ingest
+//! times and its checkpoint (log position or Kafka offsets).
+//!
+//! When the finisher stops (an outage interrupted by shutdown, or a fatal error) it drops its
+//! end of the channel; the preparer notices at once, even mid-gather, and stops. When the
+//! preparer fails (the log cannot be read), the finisher still writes and checkpoints what it
+//! was handed, then the error is returned. On drain the log preparer reads to the log's end,
+//! and the Kafka preparer sends the batch in hand; then it closes the channel and the finisher
+//! writes and commits what is left.
+//!
 //! # What must hold
 //! * The checkpoint (log position or Kafka offset) moves past a record only once everything
-//!   derived from it is persisted, produced and acknowledged, or in the dead-letter store. A
-//!   crash at any point replays at most the batch in flight, and replays are harmless:
-//!   Observation ids are deterministic and merges idempotent. A Kafka commit that fails
-//!   because a rebalance moved the partitions only means the new owner replays the batch.
+//!   derived from it, and from every record before it, is persisted, produced and
+//!   acknowledged, or in the dead-letter store. Checkpoints are committed by the finisher
+//!   alone, in batch order, so they only move forward. A crash at any point replays at most
+//!   the batches not yet committed (the one being written and the one prepared behind it),
+//!   and replays are harmless: Observation ids are deterministic and merges idempotent. A
+//!   Kafka commit that fails because a rebalance moved the partitions only means the new
+//!   owner replays those batches.
+//! * At most two batches per pipeline are in memory (see above), so memory stays bounded by
+//!   `max_batch_messages` whatever the backlog.
 //! * One bad message or group never stops the others.
-//! * Batches of one input are handled one at a time, in order, so the groups of one device
+//! * Batches of one input are written one at a time, in order, so the groups of one device
 //!   are written in order (the FHIR client also orders each device's writes within a batch).
-//!   Across inputs (log and Kafka) no order is promised; a device sends through one of them.
+//!   Only preparing overlaps writing; preparing is pure. Across inputs (log and Kafka) no
+//!   order is promised; a device sends through one of them.
 //! * Nothing here logs message content or identifiers; the dead-letter store holds them.
 
 use std::sync::Arc;
@@ -52,13 +77,13 @@ use iomt_normalize::EnvelopeBuilder;
 use iomt_store::{DeadLetterStore, NewDeadLetter, Stage};
 use iomt_transform::group::group_batch;
 use iomt_transform::{FhirTemplates, ObservationGroup, PeriodInterval};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::PipelineSettings;
 use crate::error::RuntimeError;
 use crate::event::{DeviceEvent, EventKind};
-use crate::kafka::{KafkaInput, NormalizedProducer};
+use crate::kafka::{KafkaInput, NormalizedProducer, Offsets};
 use crate::mappings::{Mappings, MappingsHandle};
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::sink::{Sink, SinkOutcome};
@@ -132,10 +157,36 @@ struct Normalized {
     unmatched: u64,
 }
 
+/// A batch whose CPU work is done: what is left to write, and what travels with it.
+struct PreparedBatch<'a> {
+    work: PreparedWork<'a>,
+    /// Dead letters of normalize and group, stored with those of the write.
+    dead: Vec<NewDeadLetter>,
+    /// The ingest time (ms since the epoch) of each record, for `ingest_to_persisted`.
+    ingest_times: Vec<i64>,
+}
+
+/// The write a prepared batch still needs, with the output it goes to.
+enum PreparedWork<'a> {
+    /// Role normalize: the measurements, to produce to the normalized topic.
+    Produce {
+        producer: &'a NormalizedProducer,
+        measurements: Vec<Measurement>,
+    },
+    /// Roles all and transform: the groups, and the FHIR templates of the mappings snapshot
+    /// that grouped them.
+    Persist {
+        sink: &'a Sink,
+        groups: Vec<ObservationGroup>,
+        templates: Arc<FhirTemplates>,
+    },
+}
+
 impl Pipeline {
     /// Runs until `drain` turns true and the input is done: for the log, every record
     /// appended before that is handled (sources must be stopped before `drain` is set, so the
-    /// log's end is final); for Kafka, the batch in hand is finished and committed.
+    /// log's end is final); for Kafka, the batches in hand (at most two: the one being
+    /// written and the one prepared behind it) are finished and committed.
     ///
     /// # Errors
     /// The log or the dead-letter store failed in a way that retrying cannot fix (the
@@ -150,100 +201,194 @@ impl Pipeline {
     async fn run_kafka(
         &self,
         input: Arc<KafkaInput>,
-        mut drain: watch::Receiver<bool>,
+        drain: watch::Receiver<bool>,
     ) -> Result<(), RuntimeError> {
         info!(
             input = input.name(),
             output = self.output.kind(),
             "pipeline started on kafka"
         );
+        let (sender, receiver) = mpsc::channel(1);
+        let (prepared, finished) = tokio::join!(
+            self.prepare_kafka(&input, sender, drain.clone()),
+            self.finish_kafka(&input, receiver, drain),
+        );
+        match finished.and(prepared) {
+            Ok(()) => {
+                info!(input = input.name(), "kafka pipeline stopped");
+                Ok(())
+            }
+            Err(RuntimeError::Interrupted) => {
+                info!(
+                    input = input.name(),
+                    "pipeline stopped during an outage; the batch is not committed and will be read again"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The Kafka preparer: gathers and prepares batches until `drain` turns true (the batch
+    /// in hand is still prepared and sent) or the finisher is gone.
+    async fn prepare_kafka<'a>(
+        &'a self,
+        input: &KafkaInput,
+        batches: mpsc::Sender<(PreparedBatch<'a>, Offsets)>,
+        mut drain: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
         loop {
             if *drain.borrow() {
-                break;
+                return Ok(());
             }
-            let batch = input
-                .next_batch(
-                    self.settings.max_batch_messages,
-                    self.settings.flush_interval,
-                    &mut drain,
-                )
-                .await;
-            if batch.records.is_empty() {
-                continue;
-            }
-            let records = batch
-                .records
-                .into_iter()
-                .map(|record| BatchRecord {
-                    log_offset: None,
-                    record,
-                })
-                .collect();
-            match self.handle_batch(records, &drain).await {
-                Ok(()) => {}
-                Err(RuntimeError::Interrupted) => {
-                    info!(
-                        input = input.name(),
-                        "pipeline stopped during an outage; the batch is not committed and will be read again"
-                    );
-                    return Ok(());
+            // Room first, then gather: at most one prepared batch waits while one is written.
+            let Ok(permit) = batches.reserve().await else {
+                return Ok(());
+            };
+            let step = async {
+                let batch = input
+                    .next_batch(
+                        self.settings.max_batch_messages,
+                        self.settings.flush_interval,
+                        &mut drain,
+                    )
+                    .await;
+                if batch.records.is_empty() {
+                    return Ok(None);
                 }
-                Err(e) => return Err(e),
+                let records = batch
+                    .records
+                    .into_iter()
+                    .map(|record| BatchRecord {
+                        log_offset: None,
+                        record,
+                    })
+                    .collect();
+                let prepared = self.prepare_batch(records).await?;
+                Ok::<_, RuntimeError>(Some((prepared, batch.offsets)))
+            };
+            let prepared = tokio::select! {
+                prepared = step => prepared?,
+                // The finisher failed: stop at once, nothing more will be written.
+                () = batches.closed() => return Ok(()),
+            };
+            if let Some(prepared) = prepared {
+                permit.send(prepared);
             }
-            input.commit(&batch.offsets).await;
         }
-        info!(input = input.name(), "kafka pipeline stopped");
+    }
+
+    /// The Kafka finisher: writes each prepared batch, then commits its offsets, in order.
+    async fn finish_kafka(
+        &self,
+        input: &KafkaInput,
+        mut batches: mpsc::Receiver<(PreparedBatch<'_>, Offsets)>,
+        drain: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        while let Some((prepared, offsets)) = batches.recv().await {
+            self.finish_batch(prepared, &drain).await?;
+            input.commit(&offsets).await;
+        }
         Ok(())
     }
 
-    async fn run_log(
-        &self,
-        log: Log,
-        mut drain: watch::Receiver<bool>,
-    ) -> Result<(), RuntimeError> {
-        let mut reader = log.reader(CONSUMER)?;
+    async fn run_log(&self, log: Log, drain: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        let reader = log.reader(CONSUMER)?;
         info!(
             position = reader.position(),
             output = self.output.kind(),
             "pipeline started"
         );
         self.status.set_pipeline_running(true);
-        loop {
-            let draining = *drain.borrow();
-            let entries = self.gather(&mut reader, draining, &mut drain).await?;
-            if entries.is_empty() {
-                if draining && reader.position() >= log.stats().end_offset {
-                    break;
-                }
-                self.update_lag(&log, reader.position());
-                continue;
-            }
-            let next = entries.last().map_or(0, |e| e.offset + 1);
-            let records = entries
-                .into_iter()
-                .map(|e| BatchRecord {
-                    log_offset: Some(e.offset),
-                    record: e.record,
-                })
-                .collect();
-            match self.handle_batch(records, &drain).await {
-                Ok(()) => {}
-                Err(RuntimeError::Interrupted) => {
-                    info!("pipeline stopped during an outage; the batch stays in the log");
-                    self.status.set_pipeline_running(false);
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.status.set_pipeline_running(false);
-                    return Err(e);
-                }
-            }
-            log.commit(CONSUMER, next)?;
-            self.status.set_checkpoint(next);
-            self.update_lag(&log, next);
-        }
-        info!(position = reader.position(), "pipeline drained");
+        let (sender, receiver) = mpsc::channel(1);
+        let (prepared, finished) = tokio::join!(
+            self.prepare_log(&log, reader, sender, drain.clone()),
+            self.finish_log(&log, receiver, drain),
+        );
         self.status.set_pipeline_running(false);
+        match finished.and(prepared) {
+            Ok(position) => {
+                info!(position, "pipeline drained");
+                Ok(())
+            }
+            Err(RuntimeError::Interrupted) => {
+                info!("pipeline stopped during an outage; the batch stays in the log");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The log preparer: gathers and prepares batches until `drain` has turned true and the
+    /// log's end is reached, or the finisher is gone; returns the reader's position.
+    async fn prepare_log<'a>(
+        &'a self,
+        log: &Log,
+        mut reader: LogReader,
+        batches: mpsc::Sender<(PreparedBatch<'a>, u64)>,
+        mut drain: watch::Receiver<bool>,
+    ) -> Result<u64, RuntimeError> {
+        loop {
+            // Room first, then gather: at most one prepared batch waits while one is written.
+            let Ok(permit) = batches.reserve().await else {
+                return Ok(reader.position());
+            };
+            let draining = *drain.borrow();
+            let step = async {
+                let entries = self.gather(&mut reader, draining, &mut drain).await?;
+                let Some(next) = entries.last().map(|e| e.offset + 1) else {
+                    return Ok(None);
+                };
+                let records = entries
+                    .into_iter()
+                    .map(|e| BatchRecord {
+                        log_offset: Some(e.offset),
+                        record: e.record,
+                    })
+                    .collect();
+                let prepared = self.prepare_batch(records).await?;
+                Ok::<_, RuntimeError>(Some((prepared, next)))
+            };
+            let prepared = tokio::select! {
+                prepared = step => prepared?,
+                // The finisher failed: stop at once, nothing more will be written.
+                () = batches.closed() => None,
+            };
+            if batches.is_closed() {
+                return Ok(reader.position());
+            }
+            match prepared {
+                Some(prepared) => permit.send(prepared),
+                None => {
+                    if draining && reader.position() >= log.stats().end_offset {
+                        return Ok(reader.position());
+                    }
+                    // Nothing new: the lag is whatever is not yet committed.
+                    let committed = log.committed(CONSUMER).unwrap_or(reader.position());
+                    self.update_lag(log, committed);
+                }
+            }
+        }
+    }
+
+    /// The log finisher: writes each prepared batch, then commits the log position after it,
+    /// in order.
+    async fn finish_log(
+        &self,
+        log: &Log,
+        mut batches: mpsc::Receiver<(PreparedBatch<'_>, u64)>,
+        drain: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        while let Some((prepared, next)) = batches.recv().await {
+            self.finish_batch(prepared, &drain).await?;
+            // Two syncs: off the async workers, which also drive the preparer.
+            let committing = log.clone();
+            tokio::task::spawn_blocking(move || committing.commit(CONSUMER, next))
+                .await
+                .map_err(join_error)??;
+            self.status.set_checkpoint(next);
+            self.update_lag(log, next);
+        }
         Ok(())
     }
 
@@ -292,11 +437,12 @@ impl Pipeline {
         Ok(entries)
     }
 
-    async fn handle_batch(
+    /// The CPU half of a batch (steps 2 and 4): normalize and, when persisting, group, on the
+    /// blocking pool. The mappings snapshot it used travels with the batch.
+    async fn prepare_batch(
         &self,
         entries: Vec<BatchRecord>,
-        drain: &watch::Receiver<bool>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<PreparedBatch<'_>, RuntimeError> {
         let ingest_times: Vec<i64> = entries.iter().map(|e| e.record.timestamp_ms).collect();
         let mappings = self.mappings.current();
         let keep_unmatched = self.settings.keep_unmatched;
@@ -319,14 +465,11 @@ impl Pipeline {
             .inc_by(normalized.measurements.len() as u64);
         let mut dead = normalized.dead;
 
-        match &self.output {
-            PipelineOutput::Produce(producer) => {
-                let started = Instant::now();
-                self.produce(producer, &normalized.measurements, drain)
-                    .await?;
-                self.metrics
-                    .stage("produce", started.elapsed().as_secs_f64());
-            }
+        let work = match &self.output {
+            PipelineOutput::Produce(producer) => PreparedWork::Produce {
+                producer,
+                measurements: normalized.measurements,
+            },
             PipelineOutput::Persist(sink) => {
                 let started = Instant::now();
                 let templates = mappings.fhir.clone();
@@ -338,11 +481,50 @@ impl Pipeline {
                 self.metrics.stage("group", started.elapsed().as_secs_f64());
                 self.metrics.groups.inc_by(groups.len() as u64);
                 dead.extend(group_dead);
+                PreparedWork::Persist {
+                    sink,
+                    groups,
+                    templates: mappings.fhir.clone(),
+                }
+            }
+        };
+        Ok(PreparedBatch {
+            work,
+            dead,
+            ingest_times,
+        })
+    }
 
+    /// The writing half of a batch (steps 3, 5 and 6): produce or persist with the retry
+    /// policy, then store the batch's dead letters. When this returns `Ok`, everything derived
+    /// from the batch's records is written or dead-lettered, so its checkpoint may be committed.
+    async fn finish_batch(
+        &self,
+        prepared: PreparedBatch<'_>,
+        drain: &watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        let PreparedBatch {
+            work,
+            mut dead,
+            ingest_times,
+        } = prepared;
+        match work {
+            PreparedWork::Produce {
+                producer,
+                measurements,
+            } => {
                 let started = Instant::now();
-                let persist_dead = self
-                    .persist_groups(sink, groups, mappings.fhir.clone(), drain)
-                    .await?;
+                self.produce(producer, &measurements, drain).await?;
+                self.metrics
+                    .stage("produce", started.elapsed().as_secs_f64());
+            }
+            PreparedWork::Persist {
+                sink,
+                groups,
+                templates,
+            } => {
+                let started = Instant::now();
+                let persist_dead = self.persist_groups(sink, groups, templates, drain).await?;
                 self.metrics
                     .stage("persist", started.elapsed().as_secs_f64());
                 dead.extend(persist_dead);

@@ -419,3 +419,171 @@ async fn redriven_dead_letters_land_after_the_mapping_is_fixed() {
     );
     service.shutdown().await.unwrap();
 }
+
+/// An SpO2 reading: one instant Observation per (device, second).
+fn spo2(device: &str, second: u32) -> String {
+    format!(
+        r#"{{"deviceId":"{device}","patientId":"patient-{device}","endDate":"2026-11-26T08:{:02}:{:02}Z","spo2":{}}}"#,
+        second / 60,
+        second % 60,
+        90 + second % 10
+    )
+}
+
+/// `config` with batches of at most `max_batch` messages.
+fn small_batches(dir: &Path, max_batch: usize) -> PipelineConfig {
+    let mut config = config(dir, "");
+    config.pipeline.max_batch_messages = max_batch;
+    config.validate().unwrap();
+    config
+}
+
+/// Many small batches, so the pipeline prepares the next batch while it writes one: every
+/// checkpoint it publishes stays behind what the local store holds, checkpoints only move
+/// forward, and the last one is the log's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_advance_in_order_and_never_ahead_of_the_store() {
+    const MESSAGES: u32 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let service = iomt_runtime::start(&small_batches(dir.path(), 10))
+        .await
+        .unwrap();
+    let store = service.local_store.clone().unwrap();
+    let lines: Vec<String> = (0..MESSAGES).map(|i| spo2("dev-order", i)).collect();
+
+    let send = async {
+        for chunk in lines.chunks(100) {
+            let (status, answer) = post(
+                &service,
+                "/v1/messages",
+                &chunk.join("\n"),
+                "application/x-ndjson",
+                Some(API_KEY),
+            )
+            .await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = 0;
+        let mut seen = Vec::new();
+        loop {
+            // Checkpoint first, then the store: the store can only have grown in between.
+            let checkpoint = service.status.checkpoint();
+            let stored = store.counts().unwrap().observations;
+            assert!(
+                checkpoint >= last,
+                "the checkpoint moved back from {last} to {checkpoint}"
+            );
+            assert!(
+                stored >= checkpoint,
+                "checkpoint {checkpoint} is ahead of the {stored} Observations stored"
+            );
+            if seen.last() != Some(&checkpoint) {
+                seen.push(checkpoint);
+            }
+            last = checkpoint;
+            if checkpoint >= u64::from(MESSAGES) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pipeline did not catch up: checkpoint {checkpoint}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let ((), seen) = tokio::join!(send, watch);
+
+    assert!(
+        seen.len() > 2,
+        "the checkpoint advanced batch by batch: {seen:?}"
+    );
+    assert_eq!(service.log.stats().end_offset, u64::from(MESSAGES));
+    assert_eq!(service.status.checkpoint(), u64::from(MESSAGES));
+    assert_eq!(
+        service.log.committed(iomt_runtime::pipeline::CONSUMER),
+        Some(u64::from(MESSAGES)),
+        "the durable checkpoint is the log's end"
+    );
+    assert_eq!(
+        store.counts().unwrap().observations,
+        u64::from(MESSAGES),
+        "every message is one Observation"
+    );
+    assert!(
+        service
+            .dead_letters
+            .list(&DeadLetterFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+    service.shutdown().await.unwrap();
+}
+
+/// Shutting down while the destination is down: the batch being written and the one prepared
+/// behind it are not committed, the service stops promptly, and the next run writes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_an_outage_commits_nothing_and_the_next_run_writes_everything() {
+    const MESSAGES: u32 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let mut outage = small_batches(dir.path(), 10);
+    outage.destination = Some(iomt_runtime::config::DestinationConfig::Fhir(Box::new(
+        iomt_fhir_client::FhirClientConfig::new("http://127.0.0.1:1/fhir"),
+    )));
+    let service = iomt_runtime::start(&outage).await.unwrap();
+    let lines: Vec<String> = (0..MESSAGES).map(|i| spo2("dev-outage", i)).collect();
+    let (status, answer) = post(
+        &service,
+        "/v1/messages",
+        &lines.join("\n"),
+        "application/x-ndjson",
+        Some(API_KEY),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service.status.destination_error().is_none() {
+        assert!(Instant::now() < deadline, "the outage was not noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let log = service.log.clone();
+    service.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown during an outage took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        log.committed(iomt_runtime::pipeline::CONSUMER),
+        Some(0),
+        "nothing is committed while the destination is down"
+    );
+    drop(log);
+
+    let service = iomt_runtime::start(&small_batches(dir.path(), 10))
+        .await
+        .unwrap();
+    caught_up(&service).await;
+    assert_eq!(
+        service
+            .local_store
+            .clone()
+            .unwrap()
+            .counts()
+            .unwrap()
+            .observations,
+        u64::from(MESSAGES)
+    );
+    assert!(
+        service
+            .dead_letters
+            .list(&DeadLetterFilter::default())
+            .unwrap()
+            .is_empty(),
+        "an outage dead-letters nothing"
+    );
+    service.shutdown().await.unwrap();
+}
