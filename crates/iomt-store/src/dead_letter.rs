@@ -191,6 +191,7 @@ const KIND: FileKind = FileKind {
     application_id: 0x494f_4d44, // "IOMD"
     description: "an iomt dead-letter store",
     schema_version: 1,
+    upgrades: &[],
     schema: "
         CREATE TABLE dead_letter (
             id            INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -8,7 +8,8 @@
 //! * A file carries its store's `application_id`: opening the dead-letter file as the FHIR
 //!   store (or any other SQLite file) is refused before anything is written to it.
 //! * `user_version` is the schema version. A file from a newer iomt is refused rather than
-//!   written with an old schema's assumptions.
+//!   written with an old schema's assumptions. A file from an older one is upgraded in one
+//!   transaction, step by step through [`FileKind::upgrades`], before anything else is written.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub(crate) struct FileKind {
     pub schema_version: i64,
     /// The DDL, run once on a new file.
     pub schema: &'static str,
+    /// `upgrades[i]` is the SQL that takes a file from schema version `i + 1` to `i + 2`
+    /// (empty when only what may be written changes, not the tables).
+    pub upgrades: &'static [&'static str],
     /// `PRAGMA synchronous` (`FULL` or `NORMAL`).
     pub synchronous: &'static str,
     /// The page cache per connection, in KiB. Indexes that outgrow it are read back from the
@@ -95,9 +99,30 @@ pub(crate) fn open(path: &Path, kind: &FileKind) -> Result<Connection, StoreErro
             found: version,
             supported: kind.schema_version,
         });
+    } else if version < kind.schema_version {
+        upgrade(&mut conn, kind, version).map_err(|e| open_error(sqlite_detail(&e)))?;
     }
     settings(&conn, kind).map_err(|e| open_error(sqlite_detail(&e)))?;
     Ok(conn)
+}
+
+/// Takes a file from schema `version` to `kind.schema_version`, in one transaction.
+fn upgrade(conn: &mut Connection, kind: &FileKind, version: i64) -> rusqlite::Result<()> {
+    debug_assert_eq!(
+        kind.upgrades.len() as i64,
+        kind.schema_version - 1,
+        "one upgrade per schema version after the first"
+    );
+    let tx = conn.transaction()?;
+    for step in kind
+        .upgrades
+        .iter()
+        .skip(usize::try_from(version - 1).unwrap_or(0))
+    {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", kind.schema_version)?;
+    tx.commit()
 }
 
 /// The per-connection settings.

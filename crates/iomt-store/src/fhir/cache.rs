@@ -1,57 +1,25 @@
-//! The Observation cache: recently written Observations, parsed, by identifier, bounded by
-//! their size.
+//! The Observation cache: recently written hour/day Observations, as stored (compressed, see
+//! `body`), by identifier, bounded by their size.
 //!
 //! A stream of groups for one hour or day merges into the same Observation again and again.
-//! Reading it back from SQLite and parsing it (an hour of 1-second SampledData is ~15 KB of
-//! JSON) would cost more than the merge itself, so the parsed copy is kept here.
+//! Reading it back from SQLite costs an identifier search, a primary-key seek and the row's
+//! pages each time; keeping the stored form here leaves only its decompression and parse
+//! (microseconds). The stored form, not the parsed one: an hour of 1-second SampledData takes
+//! ~10 KB parsed but a few hundred bytes compressed, so the same budget holds the open hours of
+//! twenty times as many devices — and with 10,000 devices, parsed copies of all of them would
+//! not fit under any memory target.
 //!
 //! # What must hold
 //! * An entry is the committed state of its Observation: the store inserts entries only after
 //!   the transaction that wrote them committed, and drops them all when a resource is replaced
 //!   from outside (`put_resource`).
-//! * The entries' weights (the heap memory their parsed values take, counted allocation by
-//!   allocation, see [`heap_bytes`]) never add up to more than the limit: the least recently
-//!   used entries are evicted first.
+//! * The entries' weights (their bytes, id and key plus [`ENTRY_OVERHEAD`]) never add up to
+//!   more than the limit: the least recently used entries are evicted first.
 
 use hashlink::LruCache;
-use serde_json::{Map, Value};
 
-/// What an allocation costs beyond its requested size (the allocator's rounding and headers;
-/// mimalloc's size classes waste up to an eighth, 16 bytes is the typical small-block cost).
-const PER_ALLOCATION: usize = 16;
-
-/// The entry itself, its key and its id beside the value's own heap.
-const ENTRY_OVERHEAD: usize = 160;
-
-/// The heap memory `value` takes: string and vector capacities, map entries and their index,
-/// plus [`PER_ALLOCATION`] for each allocation.
-pub(crate) fn heap_bytes(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        Value::String(s) => s.capacity() + PER_ALLOCATION,
-        Value::Array(items) => {
-            items.capacity() * size_of::<Value>()
-                + PER_ALLOCATION
-                + items.iter().map(heap_bytes).sum::<usize>()
-        }
-        Value::Object(map) => map_bytes(map),
-    }
-}
-
-fn map_bytes(map: &Map<String, Value>) -> usize {
-    // An ordered map (indexmap): a vector of (hash, key, value) entries and a hash index of
-    // one word per slot (at least one empty slot per eight).
-    const ENTRY: usize = size_of::<u64>() + size_of::<String>() + size_of::<Value>();
-    let entries = map.len() * ENTRY + PER_ALLOCATION;
-    let index =
-        (map.len() * 8 / 7 + 1).next_power_of_two() * (size_of::<usize>() + 1) + PER_ALLOCATION;
-    entries
-        + index
-        + map
-            .iter()
-            .map(|(k, v)| k.capacity() + PER_ALLOCATION + heap_bytes(v))
-            .sum::<usize>()
-}
+/// The entry itself, its key, the map's slot and the allocator's rounding beside the bytes.
+const ENTRY_OVERHEAD: usize = 192;
 
 /// A cached Observation.
 #[derive(Debug)]
@@ -60,19 +28,20 @@ pub(crate) struct CachedObservation {
     pub id: String,
     /// Its version (`meta.versionId`).
     pub version: u64,
-    /// The resource as stored.
-    pub value: Value,
+    /// The resource as stored in the `body` column.
+    pub stored: Vec<u8>,
     weight: usize,
 }
 
 impl CachedObservation {
     /// An entry for an Observation, weighed by the memory it takes.
-    pub fn new(id: String, version: u64, value: Value) -> CachedObservation {
-        let weight = heap_bytes(&value) + id.capacity() * 2 + ENTRY_OVERHEAD;
+    pub fn new(id: String, version: u64, mut stored: Vec<u8>) -> CachedObservation {
+        stored.shrink_to_fit();
+        let weight = stored.capacity() + id.capacity() * 2 + ENTRY_OVERHEAD;
         CachedObservation {
             id,
             version,
-            value,
+            stored,
             weight,
         }
     }
@@ -142,24 +111,18 @@ impl ObservationCache {
 mod tests {
     use super::*;
 
-    fn entry(text_len: usize) -> CachedObservation {
-        CachedObservation::new("id".into(), 1, Value::String("x".repeat(text_len)))
+    fn entry(len: usize) -> CachedObservation {
+        CachedObservation::new("id".into(), 1, vec![b'x'; len])
     }
 
     #[test]
-    fn weighs_what_the_value_allocates() {
-        let string = Value::String("x".repeat(1000));
-        assert_eq!(heap_bytes(&string), 1000 + PER_ALLOCATION);
-        let observation = serde_json::json!({
-            "resourceType": "Observation",
-            "valueSampledData": {"period": 1000, "data": "E ".repeat(3600)},
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
-        });
-        let weight = heap_bytes(&observation);
-        // The data string and the structure around it: more than the text, not many times it.
-        let text = serde_json::to_string(&observation).unwrap().len();
-        assert!(weight > text, "{weight} vs {text}");
-        assert!(weight < text + 2048, "{weight} vs {text}");
+    fn weighs_what_the_entry_holds() {
+        let mut stored = Vec::with_capacity(4096);
+        stored.extend_from_slice(&[1; 300]);
+        let e = CachedObservation::new("an-id".into(), 1, stored);
+        // Spare capacity is given back, so it is not counted.
+        assert_eq!(e.stored.capacity(), 300);
+        assert_eq!(e.weight, 300 + 2 * 5 + ENTRY_OVERHEAD);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! # Layout
 //! * `resource (resource_type, id, version, canonical, body)`: one row per resource, the
 //!   current version only (no history); `body` is the resource's JSON with
-//!   `meta.versionId = version`.
+//!   `meta.versionId = version`, compressed when large (see `body`; reads go through
+//!   `resource::parse_stored`, which decodes).
 //! * `identifier (resource_type, value, system, id)`: one row per identifier of a resource
 //!   (`system` is `''` when the identifier has none), keyed for the two searches the pipeline
 //!   makes: `value` alone, and `system` + `value`.
@@ -60,6 +61,9 @@ const FIND_BY_SYSTEM_VALUE: &str = "SELECT id, version, body FROM resource \
 
 const GET_CANONICAL: &str = "SELECT id, version, body FROM resource \
      WHERE resource_type = 'Observation' AND id = ?1 AND canonical = 1";
+
+const HAS_OBSERVATION_IDENTIFIERS: &str =
+    "SELECT EXISTS (SELECT 1 FROM identifier WHERE resource_type = 'Observation')";
 
 const GET: &str = "SELECT version, body FROM resource WHERE resource_type = ?1 AND id = ?2";
 
@@ -145,6 +149,45 @@ pub(crate) fn find(
     Ok(found)
 }
 
+/// Whether any Observation has identifier rows, i.e. any is not canonical (see the module
+/// docs). When none has, a search for a canonical identifier is one primary-key probe.
+pub(crate) fn observations_have_identifier_rows(
+    conn: &Connection,
+    op: &'static str,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(HAS_OBSERVATION_IDENTIFIERS)
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(|e| StoreError::storage(op, &e))
+}
+
+/// The Observation whose canonical identifier is `value` (`[SERVICE_SYSTEM|]value`), as
+/// [`find`] finds it; when `identifier_rows` is false (see
+/// [`observations_have_identifier_rows`]) only its canonical row can match.
+pub(crate) fn find_observation(
+    conn: &Connection,
+    op: &'static str,
+    value: &str,
+    identifier_rows: bool,
+) -> Result<Vec<Found>, StoreError> {
+    if identifier_rows {
+        return find(conn, op, "Observation", Some(SERVICE_SYSTEM), value);
+    }
+    let id = resource_id(Some(SERVICE_SYSTEM), value);
+    conn.prepare_cached(GET_CANONICAL)
+        .and_then(|mut stmt| {
+            stmt.query_row([&id], |row| {
+                Ok(Found {
+                    id: row.get(0)?,
+                    version: version_from_sql(row.get(1)?),
+                    body: row.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .map(|found| found.into_iter().collect())
+        .map_err(|e| StoreError::storage(op, &e))
+}
+
 /// Whether an Observation with `identifiers` and `id` is canonical (see the module docs).
 fn is_canonical(resource_type: &str, id: &str, identifiers: &[(String, String)]) -> bool {
     resource_type == "Observation"
@@ -170,14 +213,14 @@ pub(crate) fn get(
 }
 
 /// Inserts a new canonical Observation (see the module docs): the caller guarantees that its
-/// only identifier is `{SERVICE_SYSTEM, identifier}` and `id` is derived from it. `false`
-/// (nothing written) when the id is taken.
+/// only identifier is `{SERVICE_SYSTEM, identifier}` and `id` is derived from it. `stored` is
+/// its JSON as `body::encode` gives it. `false` (nothing written) when the id is taken.
 pub(crate) fn insert_canonical_observation(
     conn: &Connection,
     op: &'static str,
     id: &str,
     version: u64,
-    body: &[u8],
+    stored: &[u8],
 ) -> Result<bool, StoreError> {
     conn.prepare_cached(INSERT_NEW)
         .and_then(|mut stmt| {
@@ -186,25 +229,26 @@ pub(crate) fn insert_canonical_observation(
                 id,
                 version_to_sql(version),
                 true,
-                body
+                stored
             ])
         })
         .map(|n| n == 1)
         .map_err(|e| StoreError::storage(op, &e))
 }
 
-/// Replaces the body of an existing resource row; `false` when there is none.
+/// Replaces the body of an existing resource row with `stored` (its JSON as `body::encode`
+/// gives it); `false` when there is none.
 pub(crate) fn update(
     conn: &Connection,
     op: &'static str,
     resource_type: &str,
     id: &str,
     version: u64,
-    body: &[u8],
+    stored: &[u8],
 ) -> Result<bool, StoreError> {
     conn.prepare_cached(UPDATE)
         .and_then(|mut stmt| {
-            stmt.execute(params![resource_type, id, version_to_sql(version), body])
+            stmt.execute(params![resource_type, id, version_to_sql(version), stored])
         })
         .map(|n| n == 1)
         .map_err(|e| StoreError::storage(op, &e))
@@ -272,7 +316,7 @@ pub(crate) fn write_resource(
                 id,
                 version_to_sql(version),
                 canonical,
-                body
+                super::body::encode(&body).as_ref()
             ])
         })
         .map_err(storage)?;

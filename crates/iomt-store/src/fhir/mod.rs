@@ -27,8 +27,8 @@
 //! later one sees the earlier ones' Observations.
 //!
 //! # Caches
-//! Recently written hour/day Observations are kept parsed, by identifier, bounded by
-//! [`LocalStoreConfig::observation_cache_bytes`] (see `cache`); identities per device and
+//! Recently written hour/day Observations are kept as stored (compressed), by identifier,
+//! bounded by [`LocalStoreConfig::observation_cache_bytes`] (see `cache`); identities per device and
 //! encounter identifier. Both learn a call's results only after its commit. One-instant
 //! Observations (`periodInterval` 0) are not cached, as on the FHIR path: nothing continues
 //! them, and a replayed group finds its Observation through its identifier.
@@ -47,7 +47,9 @@
 //! idempotently). [`put_resource`](LocalFhirStore::put_resource) is used for seeding and
 //! flushes the same way.
 
+mod body;
 mod cache;
+mod checkpoint;
 mod db;
 mod identity;
 mod persist;
@@ -66,6 +68,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use self::cache::ObservationCache;
+use self::checkpoint::Checkpointer;
 use self::identity::IdentityCache;
 use self::persist::{PERSIST, Persist, Results, Written};
 use self::resource::{RESOURCE_TYPES, instant, is_valid_id, known_type, parse_stored};
@@ -144,8 +147,9 @@ pub struct LocalStoreConfig {
     /// The precision of Observation identifier time segments (keep the default for a store
     /// that already holds Observations: changing it changes every identifier).
     pub id_precision: IdPrecision,
-    /// The most memory the cache of parsed hour/day Observations may take (their heap, counted
-    /// allocation by allocation); 0 disables it. An hour of 1-second SampledData takes ~10 KB.
+    /// The most memory the cache of hour/day Observations may take; 0 disables it. Entries are
+    /// kept as stored: an hour of 1-second SampledData takes a few hundred bytes compressed, so
+    /// the default 16 MiB holds the open hours and days of tens of thousands of devices.
     pub observation_cache_bytes: usize,
     /// How many groups one transaction of a [`persist`](LocalFhirStore::persist) call takes.
     /// A transaction's Observations are built in memory before they are written, so this
@@ -251,17 +255,21 @@ impl ResourceCounts {
 const KIND: FileKind = FileKind {
     application_id: 0x494f_4d46, // "IOMF"
     description: "an iomt local fhir store",
-    schema_version: 1,
+    // 2: bodies may be LZ4-compressed (see `body`); schema-1 bodies read as they are, and an
+    // older iomt must not read compressed ones.
+    schema_version: 2,
+    upgrades: &[""],
     schema: db::SCHEMA,
     synchronous: "NORMAL",
     // The identifier and primary-key index pages a batch touches; Observation bodies are
     // read back through the operating system's cache when the Observation cache misses.
     cache_kib: 16 * 1024,
-    // Measured (benches/store.rs): 8 KiB pages hold an hour of SampledData in two pages and
-    // make index pages wider; smaller pages were slower, larger ones no faster.
-    page_size: 8192,
-    // Merges rewrite the same hour/day Observations and new ones touch random index pages:
-    // a checkpoint every 32 MiB of log copies each page once however often it changed since.
+    // Compressed, an hour of SampledData fits a 4 KiB page; most writes dirty pages at
+    // random (hashed ids), and each dirty page is written to the log and again at the
+    // checkpoint, so smaller pages write less (measured with `iomt-runtime`'s
+    // `benches/service.rs`: 4 KiB faster than 8 KiB once bodies were compressed).
+    page_size: 4096,
+    // For connections other than the writer, whose log is checkpointed by `checkpoint`.
     wal_autocheckpoint_pages: 4096,
 };
 
@@ -269,6 +277,8 @@ const KIND: FileKind = FileKind {
 #[derive(Debug)]
 pub struct LocalFhirStore {
     path: PathBuf,
+    /// Stopped before the connections close (fields drop in order).
+    _checkpointer: Checkpointer,
     config: LocalStoreConfig,
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
@@ -298,10 +308,18 @@ impl LocalFhirStore {
         config.default_device_identifier_system = config
             .default_device_identifier_system
             .filter(|s| !s.trim().is_empty());
-        let conn = sqlite::open(path, &KIND)?;
+        let mut conn = sqlite::open(path, &KIND)?;
         let reader = sqlite::open_more(path, &KIND)?;
+        let checkpointer = Checkpointer::start(
+            path,
+            &KIND,
+            &mut conn,
+            checkpoint::SOFT_LIMIT_BYTES,
+            checkpoint::HARD_LIMIT_BYTES,
+        )?;
         Ok(LocalFhirStore {
             path: path.to_path_buf(),
+            _checkpointer: checkpointer,
             writer: Mutex::new(Writer {
                 conn,
                 observations: ObservationCache::new(config.observation_cache_bytes),
@@ -381,6 +399,10 @@ impl LocalFhirStore {
                 return fail_all(results, StoreError::storage(PERSIST, &e));
             }
         };
+        let identifier_rows = match db::observations_have_identifier_rows(&tx, PERSIST) {
+            Ok(rows) => rows,
+            Err(e) => return fail_all((0..groups.len()).map(|_| None).collect(), e),
+        };
         let run = Persist {
             conn: &tx,
             config: &self.config,
@@ -388,6 +410,7 @@ impl LocalFhirStore {
             identities,
             now,
             last_updated,
+            identifier_rows,
         }
         .run(groups, templates);
         // On an error the transaction is dropped unfinished: rolled back.
@@ -557,7 +580,8 @@ impl LocalFhirStore {
                 while let Some(row) = rows.next().map_err(storage)? {
                     let body = row.get_ref(0).map_err(storage)?;
                     let bytes = body.as_bytes().map_err(|e| storage(e.into()))?;
-                    out.write_all(bytes).map_err(export)?;
+                    let json = body::decode(resource_type, bytes)?;
+                    out.write_all(&json).map_err(export)?;
                     out.write_all(b"\n").map_err(export)?;
                     written += 1;
                 }
@@ -629,10 +653,9 @@ mod tests {
         for conn in [&lock(&store.writer).conn, &*lock(&store.reader)] {
             let get =
                 |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
-            assert_eq!(get("page_size"), 8192);
+            assert_eq!(get("page_size"), 4096);
             assert_eq!(get("synchronous"), 1, "NORMAL");
             assert_eq!(get("cache_size"), -16 * 1024);
-            assert_eq!(get("wal_autocheckpoint"), 4096);
             let mode: String = conn
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))
                 .unwrap();

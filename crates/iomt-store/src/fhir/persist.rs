@@ -5,14 +5,17 @@
 //!    (Device, Patient, Encounter: may create resources, see `identity`) and its Observation
 //!    identity. Groups for the same Observation form one *chain*, in input order, whose base is
 //!    the cached Observation, the stored one, or none.
-//! 2. **Build** (parallel over chains, no I/O): each chain starts from its base and applies its
-//!    groups in order — create, merge (`iomt_transform`'s functions), or unchanged — then
-//!    serializes the result. Chains are independent, so they run on up to
-//!    [`LocalStoreConfig::workers`] threads: building and merging is most of a call's CPU time.
+//! 2. **Build** (no I/O): each chain starts from its base and applies its groups in order —
+//!    create, merge (`iomt_transform`'s functions), or unchanged — then serializes and
+//!    compresses the result. Chains are independent, so with [`LocalStoreConfig::workers`]
+//!    above one they are built on other threads than the writer's.
 //! 3. **Write** (sequential): every changed Observation once.
 //!
-//! Build and write alternate over slices of `BUILD_SLICE` chains, so a transaction holds the
-//! built Observations of one slice, not of all its chains.
+//! Build and write go over slices of `BUILD_SLICE` chains, so a transaction holds the built
+//! Observations of a slice or two, not of all its chains. With one worker they alternate on
+//! the calling thread; with more, builder threads build the next slice while the calling
+//! thread writes this one (SQLite has one writer; building is most of the CPU time), handing
+//! slices over a channel of one, in order.
 //!
 //! # What must hold
 //! * Groups of one Observation are applied in input order, each seeing the previous one's
@@ -20,6 +23,7 @@
 //! * The Observation cache is only read until the commit: a failed call leaves it untouched,
 //!   and [`Publish`] is applied only after the commit.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -90,22 +94,19 @@ impl Chain<'_, '_> {
 }
 
 /// An Observation's state while its chain is built.
-enum Body<'c> {
-    /// The cached value, not changed.
-    Borrowed(&'c Value),
+enum Body {
     /// Parsed, built or merged.
     Owned(Value),
-    /// Serialized and not parsed (a new one-instant Observation).
+    /// Serialized and not parsed (a new Observation no later group of the chain merges into).
     Bytes(Vec<u8>),
 }
 
-impl Body<'_> {
+impl Body {
     fn value(&mut self) -> Result<&Value, StoreError> {
         if let Body::Bytes(bytes) = self {
             *self = Body::Owned(parse_stored("Observation", bytes)?);
         }
         Ok(match self {
-            Body::Borrowed(v) => v,
             Body::Owned(v) => v,
             Body::Bytes(_) => unreachable!("parsed just above"),
         })
@@ -119,8 +120,8 @@ struct Built {
     results: Vec<(usize, Result<Written, StoreError>)>,
     /// The new state, when the chain changed the Observation.
     changed: Option<Changed>,
-    /// The stored base, parsed, when the chain left it unchanged (for the cache).
-    parsed_base: Option<Value>,
+    /// Whether the stored base parsed (only then is it worth caching).
+    base_readable: bool,
 }
 
 struct Changed {
@@ -128,6 +129,20 @@ struct Changed {
     /// Parsed, unless it was only ever serialized.
     value: Option<Value>,
     json: Vec<u8>,
+    /// `json` compressed, when `body::encode` compresses it (made on the build workers).
+    compressed: Option<Vec<u8>>,
+}
+
+impl Changed {
+    /// What goes into the `body` column.
+    fn stored(&self) -> &[u8] {
+        self.compressed.as_deref().unwrap_or(&self.json)
+    }
+
+    /// What goes into the `body` column, taken (for the cache, once written).
+    fn into_stored(self) -> Vec<u8> {
+        self.compressed.unwrap_or(self.json)
+    }
 }
 
 /// The cache updates of a call, applied once its transaction committed.
@@ -157,6 +172,9 @@ pub(crate) struct Persist<'a> {
     pub identities: &'a mut IdentityCache,
     pub now: DateTime<Utc>,
     pub last_updated: &'a str,
+    /// Whether some Observation has identifier rows (read at the transaction's start; only
+    /// `put_resource`, under the same writer lock, adds them).
+    pub identifier_rows: bool,
 }
 
 impl<'a> Persist<'a> {
@@ -206,58 +224,95 @@ impl<'a> Persist<'a> {
             });
         }
 
-        // 2. Build and 3. write, a slice of chains at a time: only one slice's built
+        // 2. Build and 3. write, a slice of chains at a time: only a slice or two of built
         // Observations (value and JSON, ~20 KB for an hour of SampledData) are held at once.
         let mut publish = Publish {
             entries: Vec::new(),
             touched: Vec::new(),
             resolved,
         };
-        for slice in chains.chunks(BUILD_SLICE) {
-            let built = build_all(
-                slice,
-                groups,
-                self.config.workers.get(),
-                self.now,
-                self.last_updated,
-            );
-            for (chain, built) in slice.iter().zip(built) {
-                for (index, result) in built.results {
-                    results[index] = Some(result);
-                }
-                match built.changed {
-                    Some(mut changed) => {
-                        if let Err(e) = self.write(chain, &mut changed) {
-                            return Err((results, e));
-                        }
-                        if chain.cacheable {
-                            let value = match changed.value {
-                                Some(v) => Some(v),
-                                None => parse_stored("Observation", &changed.json).ok(),
-                            };
-                            if let Some(value) = value {
-                                let entry = CachedObservation::new(
-                                    chain.id().to_owned(),
-                                    changed.version,
-                                    value,
-                                );
-                                publish.entries.push((chain.identifier.clone(), entry));
-                            }
-                        }
-                    }
-                    None => match (&chain.base, built.parsed_base) {
-                        (Base::Stored(found), Some(value)) if chain.cacheable => {
-                            let entry =
-                                CachedObservation::new(found.id.clone(), found.version, value);
-                            publish.entries.push((chain.identifier.clone(), entry));
-                        }
-                        (Base::Cached(_), _) => publish.touched.push(chain.identifier.clone()),
-                        _ => {}
-                    },
+        let workers = self.config.workers.get();
+        let (now, last_updated) = (self.now, self.last_updated);
+        if workers < 2 || chains.len() < PARALLEL_MIN_CHAINS {
+            for slice in chains.chunks(BUILD_SLICE) {
+                let built = build_all(slice, groups, 1, now, last_updated);
+                if let Err(e) = self.write_slice(slice, built, &mut results, &mut publish) {
+                    return Err((results, e));
                 }
             }
+            return Ok((results, publish));
         }
-        Ok((results, publish))
+        // Builders run ahead of the writer by one slice: SQLite's single writer and the CPU
+        // work of building (parse, merge, serialize, compress) then use two cores.
+        let written = std::thread::scope(|scope| {
+            let (slices, built_slices) = std::sync::mpsc::sync_channel::<Vec<Built>>(1);
+            let chains = &chains;
+            let builder = scope.spawn(move || {
+                for slice in chains.chunks(BUILD_SLICE) {
+                    let built = build_all(slice, groups, workers - 1, now, last_updated);
+                    if slices.send(built).is_err() {
+                        break; // the writer failed
+                    }
+                }
+            });
+            let mut outcome = Ok(());
+            for (slice, built) in chains.chunks(BUILD_SLICE).zip(built_slices.iter()) {
+                if let Err(e) = self.write_slice(slice, built, &mut results, &mut publish) {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            drop(built_slices);
+            if let Err(panic) = builder.join() {
+                std::panic::resume_unwind(panic);
+            }
+            outcome
+        });
+        match written {
+            Ok(()) => Ok((results, publish)),
+            Err(e) => Err((results, e)),
+        }
+    }
+
+    /// Writes a slice's built chains and notes their results and cache updates.
+    fn write_slice(
+        &self,
+        slice: &[Chain<'_, '_>],
+        built: Vec<Built>,
+        results: &mut Results,
+        publish: &mut Publish,
+    ) -> Result<(), StoreError> {
+        for (chain, built) in slice.iter().zip(built) {
+            for (index, result) in built.results {
+                results[index] = Some(result);
+            }
+            match built.changed {
+                Some(mut changed) => {
+                    self.write(chain, &mut changed)?;
+                    if chain.cacheable {
+                        let entry = CachedObservation::new(
+                            chain.id().to_owned(),
+                            changed.version,
+                            changed.into_stored(),
+                        );
+                        publish.entries.push((chain.identifier.clone(), entry));
+                    }
+                }
+                None => match &chain.base {
+                    Base::Stored(found) if chain.cacheable && built.base_readable => {
+                        let entry = CachedObservation::new(
+                            found.id.clone(),
+                            found.version,
+                            found.body.clone(),
+                        );
+                        publish.entries.push((chain.identifier.clone(), entry));
+                    }
+                    Base::Cached(_) => publish.touched.push(chain.identifier.clone()),
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
     }
 
     /// The group's template and Observation identity (resolving its Device, Patient and
@@ -292,12 +347,11 @@ impl<'a> Persist<'a> {
         if let Some(cached) = self.observations.peek(&identity.identifier_value) {
             return Ok(Base::Cached(cached));
         }
-        let mut found = db::find(
+        let mut found = db::find_observation(
             self.conn,
             PERSIST,
-            "Observation",
-            Some(SERVICE_SYSTEM),
             &identity.identifier_value,
+            self.identifier_rows,
         )?;
         match found.len() {
             0 => Ok(Base::New(identity)),
@@ -322,7 +376,7 @@ impl<'a> Persist<'a> {
                 PERSIST,
                 id,
                 changed.version,
-                &changed.json,
+                changed.stored(),
             )?
         } else {
             db::update(
@@ -331,7 +385,7 @@ impl<'a> Persist<'a> {
                 "Observation",
                 id,
                 changed.version,
-                &changed.json,
+                changed.stored(),
             )?
         };
         if !written {
@@ -352,6 +406,7 @@ impl<'a> Persist<'a> {
             changed.value = Some(value);
             changed.version = version;
             changed.json = json;
+            changed.compressed = None;
         }
         Ok(())
     }
@@ -414,11 +469,18 @@ fn build(
 ) -> Built {
     let mut built = Built::default();
     let id = chain.id();
-    let (mut body, mut version) = match &chain.base {
-        Base::New(_) => (None, 0),
-        Base::Cached(cached) => (Some(Body::Borrowed(&cached.value)), cached.version),
-        Base::Stored(found) => match parse_stored("Observation", &found.body) {
-            Ok(value) => (Some(Body::Owned(value)), found.version),
+    let base = match &chain.base {
+        Base::New(_) => None,
+        Base::Cached(cached) => Some((cached.stored.as_slice(), cached.version)),
+        Base::Stored(found) => Some((found.body.as_slice(), found.version)),
+    };
+    let (mut body, mut version) = match base {
+        None => (None, 0),
+        Some((stored, version)) => match parse_stored("Observation", stored) {
+            Ok(value) => {
+                built.base_readable = true;
+                (Some(Body::Owned(value)), version)
+            }
             Err(e) => {
                 built.results = chain
                     .groups
@@ -451,7 +513,7 @@ fn build(
                 template,
                 group,
                 identity,
-                chain.cacheable,
+                chain.groups.len() > 1,
                 now,
                 last_updated,
             ) {
@@ -476,14 +538,18 @@ fn build(
                     let json = sonic_rs::to_vec(&value);
                     (Some(value), json)
                 }
-                Body::Borrowed(_) => unreachable!("a changed observation is owned"),
             };
             match json {
                 Ok(json) => {
+                    let compressed = match super::body::encode(&json) {
+                        Cow::Owned(compressed) => Some(compressed),
+                        Cow::Borrowed(_) => None,
+                    };
                     built.changed = Some(Changed {
                         version,
                         value,
                         json,
+                        compressed,
                     });
                 }
                 Err(e) => {
@@ -499,9 +565,6 @@ fn build(
                 }
             }
         }
-        Some(Body::Owned(value)) if matches!(chain.base, Base::Stored(_)) => {
-            built.parsed_base = Some(value);
-        }
         _ => {}
     }
     built
@@ -515,7 +578,7 @@ fn create(
     keep_parsed: bool,
     now: DateTime<Utc>,
     last_updated: &str,
-) -> Result<Body<'static>, StoreError> {
+) -> Result<Body, StoreError> {
     let observation = template
         .create_observation(group, now)?
         .with_identity(identity.clone());
@@ -537,7 +600,7 @@ fn create(
 fn merge(
     template: &dyn FhirTemplate,
     group: &ObservationGroup,
-    current: &mut Body<'_>,
+    current: &mut Body,
     version: u64,
     last_updated: &str,
 ) -> Result<Option<Value>, StoreError> {

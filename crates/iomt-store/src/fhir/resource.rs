@@ -129,10 +129,14 @@ pub(crate) fn patient_id_from_reference(reference: &str) -> Option<&str> {
     .then_some(id)
 }
 
-/// Parses a stored body. (serde_json, not sonic-rs: sonic-rs reads `-0` as `0.0`, which would
-/// then be written back differently.)
+/// Parses a stored body (compressed or not, see `body`). (serde_json, not sonic-rs: sonic-rs
+/// reads `-0` as `0.0`, which would then be written back differently.)
 pub(crate) fn parse_stored(what: &'static str, body: &[u8]) -> Result<Value, StoreError> {
-    match serde_json::from_slice::<Value>(body) {
+    super::body::with_json(what, body, |json| parse_json(what, json))
+}
+
+fn parse_json(what: &'static str, json: &[u8]) -> Result<Value, StoreError> {
+    match serde_json::from_slice::<Value>(json) {
         Ok(v) if v.is_object() => Ok(v),
         Ok(_) => Err(StoreError::Corrupt {
             what,

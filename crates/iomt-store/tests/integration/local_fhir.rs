@@ -828,10 +828,11 @@ fn observations_written_outside_the_pipeline_are_found_too() {
 #[test]
 fn building_in_parallel_writes_what_building_in_order_writes() {
     let templates = templates();
-    let messages: Vec<String> = (0..300)
+    // 600 Observations: more than one slice of chains, so builders run ahead of the writer.
+    let messages: Vec<String> = (0..1800)
         .map(|i| {
-            let device = i % 100;
-            let second = i / 100;
+            let device = i % 600;
+            let second = i / 600;
             if device % 2 == 0 {
                 heart_rate(
                     &format!("band-{device}"),
@@ -852,10 +853,10 @@ fn building_in_parallel_writes_what_building_in_order_writes() {
     // One group per message, so every Observation gets a create and two merges; the last ten
     // again are replays.
     let mut batch: Vec<ObservationGroup> = messages.iter().map(|m| group(m)).collect();
-    batch.extend_from_within(290..);
+    batch.extend_from_within(1790..);
     let mut exports = Vec::new();
     let mut kinds = Vec::new();
-    for workers in [1, 4] {
+    for workers in [1, 2, 4] {
         let dir = TempDir::new().unwrap();
         let store = open(
             &dir,
@@ -895,13 +896,14 @@ fn building_in_parallel_writes_what_building_in_order_writes() {
         exports.push(resources);
     }
     assert_eq!(kinds[0], kinds[1]);
+    assert_eq!(kinds[0], kinds[2]);
     assert_eq!(
         kinds[0].iter().filter(|k| k.starts_with("created")).count(),
-        100
+        600
     );
     assert_eq!(
         kinds[0].iter().filter(|k| k.starts_with("updated")).count(),
-        200
+        1200
     );
     assert_eq!(
         kinds[0]
@@ -911,11 +913,111 @@ fn building_in_parallel_writes_what_building_in_order_writes() {
         10
     );
     assert_eq!(exports[0], exports[1]);
+    assert_eq!(exports[0], exports[2]);
     let versions: Vec<&str> = exports[0]
         .iter()
         .filter(|r| r["resourceType"] == "Observation")
         .map(|r| r["meta"]["versionId"].as_str().unwrap())
         .collect();
-    assert_eq!(versions.len(), 100);
+    assert_eq!(versions.len(), 600);
     assert!(versions.iter().all(|v| *v == "3"), "{versions:?}");
+}
+
+#[test]
+fn hour_observations_are_stored_compressed_and_read_back_as_json() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LocalStoreConfig::default());
+    let templates = templates();
+    let hour = group(&heart_rate("band-z", "p-z", "2026-11-26T08:00:05Z", 72));
+    let instant = group(&spo2("band-z", "p-z", "2026-11-26T08:00:05Z", 97));
+    let hour_id = created(persist_one(&store, &templates, hour));
+    let instant_id = created(persist_one(&store, &templates, instant));
+
+    let file = rusqlite::Connection::open(dir.path().join("fhir.db")).unwrap();
+    let stored = |id: &str| -> Vec<u8> {
+        file.query_row(
+            "SELECT body FROM resource WHERE resource_type = 'Observation' AND id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let hour_json =
+        serde_json::to_vec(&store.get("Observation", &hour_id).unwrap().unwrap()).unwrap();
+    let (hour_stored, instant_stored) = (stored(&hour_id), stored(&instant_id));
+    assert_eq!(hour_stored[0], 0x01, "an hour of SampledData is compressed");
+    assert!(
+        hour_stored.len() * 4 < hour_json.len(),
+        "{} bytes stored for {} of JSON",
+        hour_stored.len(),
+        hour_json.len()
+    );
+    assert_eq!(
+        instant_stored[0], b'{',
+        "a one-instant Observation is kept as JSON"
+    );
+
+    // Export and identifier searches give the JSON, not the stored form.
+    let mut export = Vec::new();
+    store.export_ndjson(&mut export, &["Observation"]).unwrap();
+    let lines: Vec<Value> = export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().any(|o| o["id"] == hour_id.as_str()));
+    let identifier =
+        lines.iter().find(|o| o["id"] == hour_id.as_str()).unwrap()["identifier"][0]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let found = store
+        .find_by_identifier("Observation", Some(SERVICE_SYSTEM), &identifier)
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let data = found[0]["valueSampledData"]["data"].as_str().unwrap();
+    assert_eq!(data.split(' ').count(), 3600);
+}
+
+#[test]
+fn a_schema_1_file_is_upgraded_and_its_json_bodies_read_and_merged() {
+    let dir = TempDir::new().unwrap();
+    let templates = templates();
+    let id = {
+        let store = open(&dir, LocalStoreConfig::default());
+        let first = group(&heart_rate("band-y", "p-y", "2026-11-26T08:00:05Z", 72));
+        created(persist_one(&store, &templates, first))
+    };
+    // Make the file what iomt with schema 1 wrote: the body as plain JSON, user_version 1.
+    {
+        let store = open(&dir, LocalStoreConfig::default());
+        let json = serde_json::to_vec(&store.get("Observation", &id).unwrap().unwrap()).unwrap();
+        drop(store);
+        let file = rusqlite::Connection::open(dir.path().join("fhir.db")).unwrap();
+        file.execute(
+            "UPDATE resource SET body = ?1 WHERE resource_type = 'Observation' AND id = ?2",
+            rusqlite::params![json, id],
+        )
+        .unwrap();
+        file.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = open(&dir, LocalStoreConfig::default());
+    let version: i64 = rusqlite::Connection::open(dir.path().join("fhir.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2, "upgraded on open");
+    let second = group(&heart_rate("band-y", "p-y", "2026-11-26T08:30:00Z", 80));
+    match persist_one(&store, &templates, second) {
+        StoreOutcome::Updated { id: updated } => assert_eq!(updated, id),
+        other => panic!("expected Updated, got {other:?}"),
+    }
+    let merged = store.get("Observation", &id).unwrap().unwrap();
+    let tokens: Vec<&str> = merged["valueSampledData"]["data"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!((tokens[5], tokens[1800]), ("72", "80"));
 }

@@ -1,0 +1,226 @@
+//! How a resource's JSON is kept in the `body` column: as is, or LZ4-compressed.
+//!
+//! # Why
+//! An hour Observation of 1-second SampledData is ~8.5 KB of JSON, nearly all of it the
+//! `data` string (`"E E E 71 E …"`), and every merge rewrites it: in SQLite that is the row's
+//! leaf page plus two overflow pages written to the write-ahead log, and again when the log is
+//! checkpointed. Compressed it takes a few hundred bytes and fits in its leaf page, so a merge
+//! writes a fraction of the pages. LZ4 (`lz4_flex`, pure Rust) because it costs microseconds
+//! either way; a better ratio would not save a page.
+//!
+//! # Format
+//! * A body whose first byte is `{` is the JSON itself (small resources, and every body of a
+//!   schema-1 file, which stay readable).
+//! * A body whose first byte is [`LZ4`] is followed by the JSON's length (u32, little endian)
+//!   and the LZ4 block of the JSON.
+//!
+//! # What must hold
+//! * [`decode`] of [`encode`] gives back the JSON byte for byte.
+//! * A damaged body is reported as [`StoreError::Corrupt`], never a panic, and never makes
+//!   the store allocate more than [`MAX_JSON`] for it.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use crate::error::StoreError;
+
+/// The tag of an LZ4-compressed body (no JSON text starts with it).
+const LZ4: u8 = 0x01;
+
+/// Bodies shorter than this are kept as they are: compressing a one-instant Observation
+/// (~1 KB) saves no page and costs time.
+const COMPRESS_FROM: usize = 2048;
+
+/// The largest JSON a compressed body may claim to hold.
+const MAX_JSON: usize = 64 << 20;
+
+thread_local! {
+    /// Scratch space for compressing and decompressing, reused so that no body costs a fresh
+    /// zeroed allocation the size of its JSON.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The stored form of `json`.
+pub(crate) fn encode(json: &[u8]) -> Cow<'_, [u8]> {
+    if json.len() < COMPRESS_FROM || json.len() > MAX_JSON {
+        return Cow::Borrowed(json);
+    }
+    let Ok(length) = u32::try_from(json.len()) else {
+        return Cow::Borrowed(json);
+    };
+    SCRATCH.with_borrow_mut(|scratch| {
+        let bound = lz4_flex::block::get_maximum_output_size(json.len());
+        if scratch.len() < bound {
+            scratch.resize(bound, 0);
+        }
+        match lz4_flex::block::compress_into(json, scratch) {
+            // Kept compressed only when that saves something worth a read's decompression.
+            Ok(written) if 5 + written < json.len() - json.len() / 8 => {
+                let mut out = Vec::with_capacity(5 + written);
+                out.push(LZ4);
+                out.extend_from_slice(&length.to_le_bytes());
+                out.extend_from_slice(&scratch[..written]);
+                Cow::Owned(out)
+            }
+            _ => Cow::Borrowed(json),
+        }
+    })
+}
+
+/// Calls `with` on the JSON of a stored body; `what` names the resource type for errors.
+pub(crate) fn with_json<T>(
+    what: &'static str,
+    body: &[u8],
+    with: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { what, reason };
+    if body.first() != Some(&LZ4) {
+        return with(body);
+    }
+    let header: [u8; 4] = body
+        .get(1..5)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| corrupt("its compressed body is truncated".into()))?;
+    let length = u32::from_le_bytes(header) as usize;
+    if length > MAX_JSON {
+        return Err(corrupt(format!(
+            "its compressed body claims {length} bytes, more than the {MAX_JSON} allowed"
+        )));
+    }
+    // Taken out of the thread's slot while `with` runs, so a nested decode (none today) would
+    // get a fresh buffer instead of a borrow error.
+    let mut json = SCRATCH.with_borrow_mut(std::mem::take);
+    if json.len() < length {
+        json.resize(length, 0);
+    }
+    let result = match lz4_flex::block::decompress_into(&body[5..], &mut json[..length]) {
+        Ok(n) if n == length => with(&json[..length]),
+        Ok(n) => Err(corrupt(format!(
+            "its compressed body holds {n} bytes where {length} were recorded"
+        ))),
+        Err(e) => Err(corrupt(format!("its compressed body is damaged ({e})"))),
+    };
+    SCRATCH.with_borrow_mut(|slot| {
+        if slot.capacity() < json.capacity() {
+            *slot = json;
+        }
+    });
+    result
+}
+
+/// The JSON of a stored body, copied out (for writing it elsewhere).
+pub(crate) fn decode<'a>(what: &'static str, body: &'a [u8]) -> Result<Cow<'a, [u8]>, StoreError> {
+    if body.first() != Some(&LZ4) {
+        return Ok(Cow::Borrowed(body));
+    }
+    with_json(what, body, |json| Ok(Cow::Owned(json.to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hour_observation() -> Vec<u8> {
+        let mut data = String::new();
+        for i in 0..3600 {
+            if i > 0 {
+                data.push(' ');
+            }
+            if i % 7 == 0 {
+                data.push_str(&(60 + i % 40).to_string());
+            } else {
+                data.push('E');
+            }
+        }
+        serde_json::to_vec(&serde_json::json!({
+            "resourceType": "Observation",
+            "id": "abc",
+            "valueSampledData": {"period": 1000, "dimensions": 1, "data": data}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_large_body_is_compressed_and_comes_back_byte_for_byte() {
+        let json = hour_observation();
+        let stored = encode(&json);
+        assert_eq!(stored[0], LZ4);
+        assert!(
+            stored.len() * 4 < json.len(),
+            "{} of {}",
+            stored.len(),
+            json.len()
+        );
+        assert_eq!(
+            decode("Observation", &stored).unwrap().as_ref(),
+            json.as_slice()
+        );
+    }
+
+    #[test]
+    fn a_small_body_is_kept_as_json() {
+        let json = br#"{"resourceType":"Patient","id":"p"}"#;
+        let stored = encode(json);
+        assert!(matches!(stored, Cow::Borrowed(_)));
+        assert_eq!(decode("Patient", &stored).unwrap().as_ref(), json);
+    }
+
+    #[test]
+    fn an_incompressible_body_is_kept_as_json() {
+        // Pseudo-random digits: LZ4 finds little to share.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let digits: String = (0..4000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'0' + (state % 10) as u8)
+            })
+            .collect();
+        let json = format!(r#"{{"resourceType":"Device","id":"d","note":"{digits}"}}"#);
+        let stored = encode(json.as_bytes());
+        assert_eq!(stored.as_ref(), json.as_bytes());
+    }
+
+    #[test]
+    fn bodies_of_different_sizes_in_turn_decode_to_themselves() {
+        // The scratch buffer is reused: a short body after a long one must not see its tail.
+        let long = hour_observation();
+        let mut short = long.clone();
+        short.truncate(4000);
+        for json in [&long, &short, &long] {
+            let stored = encode(json);
+            assert_eq!(
+                decode("Observation", &stored).unwrap().as_ref(),
+                json.as_slice()
+            );
+            let parsed_len = with_json("Observation", &stored, |j| Ok(j.len())).unwrap();
+            assert_eq!(parsed_len, json.len());
+        }
+    }
+
+    #[test]
+    fn damaged_bodies_are_corrupt_not_panics() {
+        let stored = encode(&hour_observation()).into_owned();
+        for damaged in [
+            vec![LZ4],
+            vec![LZ4, 1, 2],
+            stored[..stored.len() / 2].to_vec(),
+            {
+                let mut d = stored.clone();
+                d[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+                d
+            },
+            {
+                let mut d = stored.clone();
+                d[1..5].copy_from_slice(&10u32.to_le_bytes());
+                d
+            },
+        ] {
+            match decode("Observation", &damaged) {
+                Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "Observation"),
+                other => panic!("expected corrupt, got {other:?}"),
+            }
+        }
+    }
+}
