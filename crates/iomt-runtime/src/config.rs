@@ -294,6 +294,21 @@ pub struct LocalDestination {
     /// `create` (default), `lookup` or `lookup_with_encounter`, as for a FHIR server.
     #[serde(default)]
     pub identity: Option<String>,
+    /// Threads that build and merge Observations beside the store's one writer (default: 2
+    /// when the machine has two cores or more, else 1). With 2 or more, the next slice of
+    /// Observations is built while the writer writes this one.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+impl LocalDestination {
+    /// The `workers` in force: the configured number, or 2 when the machine has two cores or
+    /// more.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+        })
+    }
 }
 
 /// The dead-letter store.
@@ -644,6 +659,12 @@ impl PipelineConfig {
                 }
             }
             Some(DestinationConfig::Local(local)) => {
+                if local.workers.is_some_and(|w| !(1..=64).contains(&w)) {
+                    problem(
+                        "destination.local.workers",
+                        "must be between 1 and 64".to_owned(),
+                    );
+                }
                 if let Some(mode) = &local.identity
                     && crate::sink::local_identity_mode(mode).is_none()
                 {
@@ -1181,7 +1202,7 @@ sources:
 admin:
   listen: 0.0.0.0:8180
 destination:
-  local: {identity: guess}
+  local: {identity: guess, workers: 0}
 ";
         let path = dir.path().join("pipeline.yaml");
         std::fs::write(&path, text).unwrap();
@@ -1195,8 +1216,21 @@ destination:
             "admin.auth",
             "admin.listen",
             "destination.local.identity",
+            "destination.local.workers",
         ] {
             assert!(paths.contains(&expected), "{expected} missing in {paths:?}");
         }
+    }
+
+    #[test]
+    fn local_store_workers_default_to_two_cores_at_most() {
+        let local = |workers: Option<usize>| LocalDestination {
+            path: None,
+            identity: None,
+            workers,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(local(None).workers(), cores.min(2));
+        assert_eq!(local(Some(5)).workers(), 5);
     }
 }

@@ -140,6 +140,8 @@ pub async fn start(config: &PipelineConfig) -> Result<RunningService, RuntimeErr
                     .unwrap_or_default();
                 let store_config = LocalStoreConfig {
                     identity,
+                    workers: std::num::NonZeroUsize::new(local.workers())
+                        .unwrap_or(std::num::NonZeroUsize::MIN),
                     ..LocalStoreConfig::default()
                 };
                 let path = config
