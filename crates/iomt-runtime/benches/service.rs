@@ -10,7 +10,8 @@
 //! 3. **memory**: the process's resident set (VmRSS) and peak (VmHWM) after (1), with every
 //!    device active.
 //!
-//! `cargo bench -p iomt-runtime --bench service` (arguments: `-- --messages N --devices N`).
+//! `cargo bench -p iomt-runtime --bench service` (arguments: `-- --messages N --devices N
+//! --max-batch N --store-workers N`).
 //! Targets (issue 5): ≥ 100,000 messages/s, p99 < 2 s, < 200 MiB.
 
 use std::sync::Arc;
@@ -35,6 +36,16 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn config(dir: &std::path::Path, flush: &str) -> PipelineConfig {
+    // `--max-batch N` overrides pipeline.max_batch_messages (default: the service's default).
+    let max_batch = match arg("--max-batch", 0) {
+        0 => String::new(),
+        n => format!("\n  max_batch_messages: {n}"),
+    };
+    // `--store-workers N` sets destination.local.workers (default: the service's default).
+    let workers = match arg("--store-workers", 0) {
+        0 => String::new(),
+        n => format!("workers: {n}"),
+    };
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wearable");
     let text = format!(
         "
@@ -51,9 +62,9 @@ sources:
     auth:
       api_keys: [{{value: {API_KEY}}}]
 pipeline:
-  flush_interval: {flush}
+  flush_interval: {flush}{max_batch}
 destination:
-  local: {{}}
+  local: {{{workers}}}
 admin:
   disabled: true
 ",
@@ -115,6 +126,42 @@ async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> u64 {
     }
 }
 
+/// CPU seconds the process has used (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line (1-based): 11 and 12 after the name.
+    // Clock ticks are 100 per second on Linux (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Seconds spent in each pipeline stage and how many batches, from the service's metrics
+/// (`iomt_stage_duration_seconds_sum` / `_count`): where the wall time of the run went.
+fn stage_times(metrics: &iomt_runtime::metrics::Metrics) -> String {
+    let text = metrics.render();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("iomt_stage_duration_seconds_sum{stage=\"") else {
+            continue;
+        };
+        let Some((stage, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let count = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("iomt_stage_duration_seconds_count{{stage=\"{stage}\"}} "))
+            })
+            .unwrap_or("?");
+        let seconds: f64 = value.trim().parse().unwrap_or(0.0);
+        out.push(format!("{stage} {seconds:.2} s in {count} batches"));
+    }
+    out.join(", ")
+}
+
 fn rss() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -160,6 +207,7 @@ async fn throughput(messages: usize, devices: usize) {
     });
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..IN_FLIGHT {
         let (client, url, rx) = (client.clone(), url.clone(), rx.clone());
@@ -182,6 +230,7 @@ async fn throughput(messages: usize, devices: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     producer.join().unwrap();
     let counts = service.local_store.clone().unwrap().counts().unwrap();
     let (rss, hwm) = rss();
@@ -193,6 +242,12 @@ async fn throughput(messages: usize, devices: usize) {
         counts.observations,
         counts.devices,
     );
+    println!(
+        "cpu: {cpu:.1} CPU-seconds for the run ({:.0}% of one core; {:.1} µs per message, client and message generation included)",
+        cpu / elapsed.as_secs_f64() * 100.0,
+        cpu / messages as f64 * 1e6,
+    );
+    println!("stages: {}", stage_times(&service.metrics));
     println!(
         "memory: VmRSS {rss} MiB, VmHWM {hwm} MiB after the throughput run ({devices} active devices)"
     );
