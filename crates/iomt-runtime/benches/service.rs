@@ -132,7 +132,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line (1-based): 11 and 12 after the name.
     // Clock ticks are 100 per second on Linux (USER_HZ).
     (ticks(11) + ticks(12)) / 100.0
@@ -153,7 +158,9 @@ fn stage_times(metrics: &iomt_runtime::metrics::Metrics) -> String {
         let count = text
             .lines()
             .find_map(|l| {
-                l.strip_prefix(&format!("iomt_stage_duration_seconds_count{{stage=\"{stage}\"}} "))
+                l.strip_prefix(&format!(
+                    "iomt_stage_duration_seconds_count{{stage=\"{stage}\"}} "
+                ))
             })
             .unwrap_or("?");
         let seconds: f64 = value.trim().parse().unwrap_or(0.0);

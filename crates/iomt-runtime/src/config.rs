@@ -305,9 +305,8 @@ impl LocalDestination {
     /// The `workers` in force: the configured number, or 2 when the machine has two cores or
     /// more.
     pub fn workers(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
-        })
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
     }
 }
 
