@@ -169,7 +169,8 @@ fn stage_times(metrics: &iomt_runtime::metrics::Metrics) -> String {
     out.join(", ")
 }
 
-fn rss() -> (u64, u64) {
+/// VmRSS, VmHWM, RssAnon (heap and stacks) and RssFile (mapped files: the binary's code), MiB.
+fn rss() -> (u64, u64, u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -180,7 +181,12 @@ fn rss() -> (u64, u64) {
             .unwrap_or(0)
             / 1024
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        field("VmRSS:"),
+        field("VmHWM:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+    )
 }
 
 async fn throughput(messages: usize, devices: usize) {
@@ -240,7 +246,7 @@ async fn throughput(messages: usize, devices: usize) {
     let cpu = cpu_seconds() - cpu_before;
     producer.join().unwrap();
     let counts = service.local_store.clone().unwrap().counts().unwrap();
-    let (rss, hwm) = rss();
+    let (rss, hwm, anon, file) = rss();
     println!(
         "throughput: {messages} messages from {devices} devices in {:.2} s = {:.0} messages/s end to end (ingest alone {:.0}/s); {} observations, {} devices in the store",
         elapsed.as_secs_f64(),
@@ -256,7 +262,7 @@ async fn throughput(messages: usize, devices: usize) {
     );
     println!("stages: {}", stage_times(&service.metrics));
     println!(
-        "memory: VmRSS {rss} MiB, VmHWM {hwm} MiB after the throughput run ({devices} active devices)"
+        "memory: VmRSS {rss} MiB (RssAnon {anon} MiB, RssFile {file} MiB), VmHWM {hwm} MiB after the throughput run ({devices} active devices)"
     );
     service.shutdown().await.unwrap();
 }
