@@ -36,7 +36,13 @@
 //! # Concurrency and durability
 //! One writer connection behind a mutex (SQLite has one writer at a time anyway) and one
 //! reader connection for [`get`](LocalFhirStore::get) and friends, which in WAL mode never
-//! waits for the writer and sees committed data only.
+//! waits for the writer and sees committed data only. A third connection, on a thread of its
+//! own, checkpoints the write-ahead log when the writer signals that it has grown (see
+//! `checkpoint`), so copying pages into the file is off the writer's path.
+//!
+//! # Stored form
+//! Bodies over 2 KB are kept LZ4-compressed (see `body`; schema version 2): an hour of
+//! SampledData then fits one page, which is what makes merging it cheap.
 //!
 //! **What `persist` returned as written is on the disk**, power cuts included: the pipeline
 //! moves its log checkpoint past a batch once `persist` returned, so nothing would replay a
