@@ -22,6 +22,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::aws_lc_rs;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -124,9 +125,23 @@ async fn serve(config: Arc<ServerConfig>) -> SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                // A failed handshake is what some tests expect: drop the connection.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
+                // A failed handshake is what some tests expect. Close as real servers do (a
+                // lingering close): stop writing, then read what the client already sent.
+                // Dropping the socket with the client's request unread would make the kernel
+                // reset the connection, and the reset can overtake the TLS alert that says why
+                // (TLS 1.3 clients send their request before the server has checked their
+                // certificate), so the client would see only "connection closed".
+                let tls = match acceptor.accept(tcp).into_fallible().await {
+                    Ok(tls) => tls,
+                    Err((_, mut tcp)) => {
+                        let _ = tcp.shutdown().await;
+                        let mut unread = [0u8; 4096];
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                            while matches!(tcp.read(&mut unread).await, Ok(n) if n > 0) {}
+                        })
+                        .await;
+                        return;
+                    }
                 };
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service_fn(answer))
@@ -242,14 +257,26 @@ fn mutual_tls_with_a_client_certificate() {
         let addr = serve(pki.server_config(true)).await;
         let mut without = config(addr);
         without.http.tls.ca_files = vec![pki.path("root-ca.pem")];
-        let report = run_checks(&without).await;
-        let finding = report.finding(Check::CapabilityStatement).unwrap();
-        assert_eq!(finding.status, Status::Fail, "{report}");
+        // In TLS 1.3 the client sends its request before the server has checked its
+        // certificate; now and then (about one run in fifty here) the server's alert saying why
+        // is lost as the connection closes, and the client can only say the connection closed.
+        // Every attempt must fail; one of three must name mutual TLS.
+        let mut reports = Vec::new();
+        for _ in 0..3 {
+            let report = run_checks(&without).await;
+            let finding = report.finding(Check::CapabilityStatement).unwrap();
+            assert_eq!(finding.status, Status::Fail, "{report}");
+            let named = finding.message.contains(
+                "the server requires a client certificate (mutual tls): set http.tls.client_certificate and http.tls.client_key",
+            );
+            reports.push(report.to_string());
+            if named {
+                break;
+            }
+        }
         assert!(
-            finding
-                .message
-                .contains("the server requires a client certificate (mutual tls): set http.tls.client_certificate and http.tls.client_key"),
-            "{report}"
+            reports.last().is_some_and(|r| r.contains("mutual tls")),
+            "no attempt named mutual tls: {reports:#?}"
         );
 
         let mut with = without.clone();
