@@ -712,6 +712,15 @@ fn join_error(e: tokio::task::JoinError) -> RuntimeError {
     RuntimeError::Interrupted
 }
 
+/// Event properties as the envelope takes them: every value a JSON string, as IoT Hub and
+/// Event Hubs deliver application and system properties.
+fn as_json_strings(pairs: &[(String, String)]) -> Vec<(String, serde_json::Value)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
+}
+
 /// Step 2: every record of the batch through the device mapping.
 fn normalize_batch(
     entries: Vec<BatchRecord>,
@@ -739,16 +748,8 @@ fn normalize_batch(
                 )),
             },
             EventKind::Message => {
-                let properties: Vec<(String, serde_json::Value)> = event
-                    .properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                    .collect();
-                let system: Vec<(String, serde_json::Value)> = event
-                    .system_properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                    .collect();
+                let properties = as_json_strings(&event.properties);
+                let system = as_json_strings(&event.system_properties);
                 let before = out.measurements.len();
                 let result = envelope
                     .build(&event.body, &properties, &system)

@@ -164,12 +164,12 @@ pub struct LocalStoreConfig {
     pub transaction_groups: NonZeroUsize,
     /// How many device and encounter identities are cached (each).
     pub identity_cache_entries: NonZeroUsize,
-    /// How many threads build and merge a call's Observations, the calling thread included
-    /// (calls with few distinct Observations use only the caller). Default 1: on a machine
-    /// whose cores are busy — the service's other stages, other programs — extra threads cost
-    /// about a fifth more CPU per group for no gain (measured with `benches/store.rs`); raise
-    /// it where cores sit idle while persisting is the bottleneck (merging hour SampledData is
-    /// CPU-bound in `iomt_transform`).
+    /// How many threads build and merge a call's Observations, the calling thread (which
+    /// writes) included (calls with few distinct Observations use only the caller). With 2 or
+    /// more, `workers - 1` builder threads build the next slice of Observations while the
+    /// caller writes the current one. Default 1, everything on the caller; the service uses 2
+    /// on machines with two cores or more (`destination.local.workers`), where it measured
+    /// faster end to end (`iomt-runtime`'s `benches/service.rs`).
     pub workers: NonZeroUsize,
 }
 
