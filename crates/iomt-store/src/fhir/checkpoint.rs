@@ -74,7 +74,11 @@ impl Checkpointer {
         writer
             .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
                 if pages >= hard_pages {
-                    wal.checkpoint_v2(CheckpointMode::PASSIVE)?;
+                    // The result is ignored, as SQLite's own automatic checkpoint ignores it:
+                    // an error returned here would make the commit, which has happened, report
+                    // a failure. Busy (the thread is checkpointing) only means the next commit
+                    // tries again.
+                    let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
                 } else if pages >= soft_pages {
                     match signal.try_send(Request::Checkpoint) {
                         // Full: a request is pending already.
