@@ -83,6 +83,21 @@ async fn post(
     .unwrap()
 }
 
+/// Posts `body` as NDJSON with the API key, requires the 202 of a durable append and returns
+/// the answer.
+async fn ingest_ndjson(service: &RunningService, body: &str) -> serde_json::Value {
+    let (status, answer) = post(
+        service,
+        "/v1/messages",
+        body,
+        "application/x-ndjson",
+        Some(API_KEY),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    answer
+}
+
 async fn admin_get(service: &RunningService, path: &str, key: Option<&str>) -> (u16, String) {
     let url = format!("http://{}{path}", service.admin_addr.unwrap());
     let key = key.map(str::to_owned);
@@ -129,15 +144,7 @@ async fn messages_land_as_observations_and_failures_as_dead_letters() {
     let unmatched = "{\"deviceId\":\"x\",\"somethingElse\":1}\n";
     let body = format!("{messages}{unmatched}");
 
-    let (status, answer) = post(
-        &service,
-        "/v1/messages",
-        &body,
-        "application/x-ndjson",
-        Some(API_KEY),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = ingest_ndjson(&service, &body).await;
     assert_eq!(answer["accepted"], 10);
     caught_up(&service).await;
 
@@ -453,15 +460,7 @@ async fn checkpoints_advance_in_order_and_never_ahead_of_the_store() {
 
     let send = async {
         for chunk in lines.chunks(100) {
-            let (status, answer) = post(
-                &service,
-                "/v1/messages",
-                &chunk.join("\n"),
-                "application/x-ndjson",
-                Some(API_KEY),
-            )
-            .await;
-            assert_eq!(status, 202, "{answer}");
+            ingest_ndjson(&service, &chunk.join("\n")).await;
         }
     };
     let watch = async {
@@ -534,15 +533,7 @@ async fn a_shutdown_during_an_outage_commits_nothing_and_the_next_run_writes_eve
     )));
     let service = iomt_runtime::start(&outage).await.unwrap();
     let lines: Vec<String> = (0..MESSAGES).map(|i| spo2("dev-outage", i)).collect();
-    let (status, answer) = post(
-        &service,
-        "/v1/messages",
-        &lines.join("\n"),
-        "application/x-ndjson",
-        Some(API_KEY),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
+    ingest_ndjson(&service, &lines.join("\n")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while service.status.destination_error().is_none() {
         assert!(Instant::now() < deadline, "the outage was not noticed");
