@@ -18,22 +18,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iomt_runtime::PipelineConfig;
-use iomt_simulate::{Fleet, FleetConfig, Shape};
+use iomt_simulate::Fleet;
+
+mod common;
+use common::{arg, fleet};
 
 const API_KEY: &str = "bench-key-0123456789abcdef";
 
 /// The `iomt` binary's allocator, so memory figures are the service's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(dir: &std::path::Path, flush: &str) -> PipelineConfig {
     // `--max-batch N` overrides pipeline.max_batch_messages (default: the service's default).
@@ -77,17 +71,6 @@ admin:
     let config = PipelineConfig::load(&path).unwrap();
     config.validate().unwrap();
     config
-}
-
-fn fleet(devices: usize, seed: u64) -> Fleet {
-    Fleet::new(FleetConfig {
-        devices,
-        shape: Shape::Wearable,
-        seed,
-        bad_message_rate: 0.0,
-        device_prefix: "bench".into(),
-    })
-    .unwrap()
 }
 
 /// One NDJSON request body of `n` messages, `spacing` apart in device time.

@@ -19,7 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use iomt_runtime::PipelineConfig;
-use iomt_simulate::{Fleet, FleetConfig, Shape};
+
+mod common;
+use common::{arg, fleet};
 use iomt_testkit::{Mosquitto, MosquittoOptions, Tansu};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -30,26 +32,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const RAW_TOPIC: &str = "bench-device-messages";
 const NORMALIZED_TOPIC: &str = "bench-normalized";
 const PARTITIONS: u32 = 6;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fleet(devices: usize, seed: u64) -> Fleet {
-    Fleet::new(FleetConfig {
-        devices,
-        shape: Shape::Wearable,
-        seed,
-        bad_message_rate: 0.0,
-        device_prefix: "bench".into(),
-    })
-    .unwrap()
-}
 
 fn load(dir: &Path, body: &str) -> PipelineConfig {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wearable");
