@@ -94,6 +94,17 @@ pub(crate) struct Found {
     pub body: Vec<u8>,
 }
 
+impl Found {
+    /// A row of `id, version, body`.
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Found> {
+        Ok(Found {
+            id: row.get(0)?,
+            version: version_from_sql(row.get(1)?),
+            body: row.get(2)?,
+        })
+    }
+}
+
 fn version_from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -112,13 +123,7 @@ pub(crate) fn find(
     value: &str,
 ) -> Result<Vec<Found>, StoreError> {
     let storage = |e: rusqlite::Error| StoreError::storage(op, &e);
-    let map = |row: &rusqlite::Row<'_>| {
-        Ok(Found {
-            id: row.get(0)?,
-            version: version_from_sql(row.get(1)?),
-            body: row.get(2)?,
-        })
-    };
+    let map = Found::from_row;
     let found: Result<Vec<Found>, rusqlite::Error> = match system {
         None => conn
             .prepare_cached(FIND_BY_VALUE)
@@ -134,17 +139,13 @@ pub(crate) fn find(
             .collect(),
     };
     let mut found = found.map_err(storage)?;
-    if resource_type == "Observation" && system.is_none_or(|s| s == SERVICE_SYSTEM) {
-        let id = resource_id(Some(SERVICE_SYSTEM), value);
-        let canonical = conn
-            .prepare_cached(GET_CANONICAL)
-            .and_then(|mut stmt| stmt.query_row([&id], map).optional())
-            .map_err(storage)?;
-        if let Some(canonical) = canonical {
-            // Sorted by id, as the identifier search returns them.
-            let at = found.partition_point(|f| f.id < canonical.id);
-            found.insert(at, canonical);
-        }
+    if resource_type == "Observation"
+        && system.is_none_or(|s| s == SERVICE_SYSTEM)
+        && let Some(canonical) = get_canonical(conn, op, value)?
+    {
+        // Sorted by id, as the identifier search returns them.
+        let at = found.partition_point(|f| f.id < canonical.id);
+        found.insert(at, canonical);
     }
     Ok(found)
 }
@@ -172,19 +173,18 @@ pub(crate) fn find_observation(
     if identifier_rows {
         return find(conn, op, "Observation", Some(SERVICE_SYSTEM), value);
     }
+    Ok(get_canonical(conn, op, value)?.into_iter().collect())
+}
+
+/// The canonical Observation for identifier `value`: the one probe of the id derived from it.
+fn get_canonical(
+    conn: &Connection,
+    op: &'static str,
+    value: &str,
+) -> Result<Option<Found>, StoreError> {
     let id = resource_id(Some(SERVICE_SYSTEM), value);
     conn.prepare_cached(GET_CANONICAL)
-        .and_then(|mut stmt| {
-            stmt.query_row([&id], |row| {
-                Ok(Found {
-                    id: row.get(0)?,
-                    version: version_from_sql(row.get(1)?),
-                    body: row.get(2)?,
-                })
-            })
-            .optional()
-        })
-        .map(|found| found.into_iter().collect())
+        .and_then(|mut stmt| stmt.query_row([&id], Found::from_row).optional())
         .map_err(|e| StoreError::storage(op, &e))
 }
 
@@ -271,7 +271,7 @@ fn insert_identifier(
 
 /// Writes `resource` (which has `resourceType` and a valid `id`) as a FHIR update would: its
 /// version is the stored one plus one (1 when new), `meta` is set, its identifier rows are
-/// replaced. Returns the written resource, its version and its JSON.
+/// replaced. Returns the written version and JSON.
 pub(crate) fn write_resource(
     conn: &Connection,
     op: &'static str,
@@ -279,7 +279,7 @@ pub(crate) fn write_resource(
     id: &str,
     mut resource: Value,
     last_updated: &str,
-) -> Result<(Value, u64, Vec<u8>), StoreError> {
+) -> Result<(u64, Vec<u8>), StoreError> {
     let storage = |e: rusqlite::Error| StoreError::storage(op, &e);
     let previous = get(conn, op, resource_type, id)?;
     let version = previous.as_ref().map_or(1, |(v, _)| v + 1);
@@ -325,5 +325,5 @@ pub(crate) fn write_resource(
             insert_identifier(conn, op, resource_type, &system, &value, id)?;
         }
     }
-    Ok((resource, version, body))
+    Ok((version, body))
 }

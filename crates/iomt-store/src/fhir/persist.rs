@@ -126,8 +126,6 @@ struct Built {
 
 struct Changed {
     version: u64,
-    /// Parsed, unless it was only ever serialized.
-    value: Option<Value>,
     json: Vec<u8>,
     /// `json` compressed, when `body::encode` compresses it (made on the build workers).
     compressed: Option<Vec<u8>>,
@@ -391,11 +389,8 @@ impl<'a> Persist<'a> {
         if !written {
             // The id is taken by a resource without this identifier (written with
             // put_resource), or the row went away: write it as a FHIR update would.
-            let value = match changed.value.take() {
-                Some(v) => v,
-                None => parse_stored("Observation", &changed.json)?,
-            };
-            let (value, version, json) = db::write_resource(
+            let value = parse_stored("Observation", &changed.json)?;
+            let (version, json) = db::write_resource(
                 self.conn,
                 PERSIST,
                 "Observation",
@@ -403,7 +398,6 @@ impl<'a> Persist<'a> {
                 value,
                 self.last_updated,
             )?;
-            changed.value = Some(value);
             changed.version = version;
             changed.json = json;
             changed.compressed = None;
@@ -530,14 +524,11 @@ fn build(
     }
     match body {
         Some(body) if changed => {
-            let (value, json) = match body {
-                Body::Bytes(json) => (None, Ok(json)),
-                Body::Owned(value) => {
-                    // sonic-rs writes the same JSON as serde_json with vectorized string
-                    // escaping: a SampledData data string is most of an hour Observation.
-                    let json = sonic_rs::to_vec(&value);
-                    (Some(value), json)
-                }
+            let json = match body {
+                Body::Bytes(json) => Ok(json),
+                // sonic-rs writes the same JSON as serde_json with vectorized string escaping:
+                // a SampledData data string is most of an hour Observation.
+                Body::Owned(value) => sonic_rs::to_vec(&value),
             };
             match json {
                 Ok(json) => {
@@ -547,7 +538,6 @@ fn build(
                     };
                     built.changed = Some(Changed {
                         version,
-                        value,
                         json,
                         compressed,
                     });
