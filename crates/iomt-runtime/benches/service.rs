@@ -25,9 +25,10 @@ use common::{arg, fleet};
 
 const API_KEY: &str = "bench-key-0123456789abcdef";
 
-/// The `iomt` binary's allocator, so memory figures are the service's.
+/// The `iomt` binary's allocator and its setting (`iomt_alloc::configure` in `main`), so memory
+/// figures are the service's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: iomt_alloc::MiMalloc = iomt_alloc::MiMalloc;
 
 fn config(dir: &std::path::Path, flush: &str) -> PipelineConfig {
     // `--max-batch N` overrides pipeline.max_batch_messages (default: the service's default).
@@ -317,6 +318,7 @@ async fn latency(devices: usize) {
 }
 
 fn main() {
+    iomt_alloc::configure();
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a smoke test.
     let quick = !std::env::args().any(|a| a == "--bench");
     let messages = arg("--messages", if quick { 5_000 } else { 200_000 });

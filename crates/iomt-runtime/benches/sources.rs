@@ -27,7 +27,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: iomt_alloc::MiMalloc = iomt_alloc::MiMalloc;
 
 const RAW_TOPIC: &str = "bench-device-messages";
 const NORMALIZED_TOPIC: &str = "bench-normalized";
@@ -219,6 +219,7 @@ async fn mqtt_to_local_store(messages: usize, devices: usize) {
 }
 
 fn main() {
+    iomt_alloc::configure();
     let quick = !std::env::args().any(|a| a == "--bench");
     let messages = arg("--messages", if quick { 2_000 } else { 200_000 });
     let devices = arg("--devices", if quick { 200 } else { 10_000 });

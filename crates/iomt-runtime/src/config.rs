@@ -237,7 +237,9 @@ pub struct PipelineSettings {
     /// How long messages are gathered before a batch is grouped and written (default `1s`).
     #[serde(default = "default_flush", deserialize_with = "duration")]
     pub flush_interval: Duration,
-    /// The most messages in one batch (default 20000).
+    /// The most messages in one batch (default 40000). Each batch merges a device's open
+    /// hour and day Observations once, so larger batches merge less per message; two batches
+    /// are in memory at a time (one prepared while the other is persisted).
     #[serde(default = "default_max_batch")]
     pub max_batch_messages: usize,
     /// Dead-letter messages that no device template matched (default false: the original
@@ -267,7 +269,7 @@ fn default_flush() -> Duration {
 }
 
 fn default_max_batch() -> usize {
-    20_000
+    40_000
 }
 
 fn default_attempts() -> u32 {

@@ -5,11 +5,11 @@
 mod commands;
 mod defaults;
 
-/// mimalloc rather than glibc's allocator: the service allocates from many threads (tokio
-/// workers, the blocking pool), where glibc keeps per-thread arenas and returns little memory;
-/// the service benchmark's resident memory is measured with the same allocator.
+/// mimalloc rather than glibc's allocator, set up by `iomt_alloc::configure` in `main` (see
+/// `iomt-alloc` for why); the service benchmark's resident memory is measured with the same
+/// allocator and setting.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: iomt_alloc::MiMalloc = iomt_alloc::MiMalloc;
 
 use std::process::ExitCode;
 
@@ -78,6 +78,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    iomt_alloc::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(args),
