@@ -177,7 +177,7 @@ pub(crate) fn find_observation(
 }
 
 /// The canonical Observation for identifier `value`: the one probe of the id derived from it.
-fn get_canonical(
+pub(crate) fn get_canonical(
     conn: &Connection,
     op: &'static str,
     value: &str,

@@ -31,7 +31,8 @@
 //! bounded by [`LocalStoreConfig::observation_cache_bytes`] (see `cache`); identities per device and
 //! encounter identifier. Both learn a call's results only after its commit. One-instant
 //! Observations (`periodInterval` 0) are not cached, as on the FHIR path: nothing continues
-//! them, and a replayed group finds its Observation through its identifier.
+//! them, and a replayed group finds its Observation through its identifier (for one-instant
+//! Observations, through its insert: see `persist`).
 //!
 //! # Concurrency and durability
 //! One writer connection behind a mutex (SQLite has one writer at a time anyway) and one
@@ -160,9 +161,10 @@ pub struct LocalStoreConfig {
     /// How many groups one transaction of a [`persist`](LocalFhirStore::persist) call takes.
     /// A transaction holds every group's plan (identity, starting state) until it commits, so
     /// this bounds the memory a large call takes; the call flushes the log once, whatever the
-    /// number of its transactions. The default, 50,000, takes a whole batch of the service
-    /// in one transaction: a page the batch dirties many times is written to the log once
-    /// (with 1,000, the service measured ~20% slower end to end).
+    /// number of its transactions. The default, 10,000: a page that many groups dirty is
+    /// written to the log once per transaction, so larger transactions write less (with
+    /// 1,000 the service measured ~15% slower end to end; a whole 40,000-message batch in one
+    /// transaction was at most ~5% faster than 10,000 groups, but peaked ~25 MiB higher).
     pub transaction_groups: NonZeroUsize,
     /// How many device and encounter identities are cached (each).
     pub identity_cache_entries: NonZeroUsize,
@@ -182,7 +184,7 @@ impl Default for LocalStoreConfig {
             default_device_identifier_system: None,
             id_precision: IdPrecision::default(),
             observation_cache_bytes: 16 << 20,
-            transaction_groups: NonZeroUsize::new(50_000).unwrap_or(NonZeroUsize::MIN),
+            transaction_groups: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
             identity_cache_entries: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
             workers: NonZeroUsize::MIN,
         }
@@ -271,9 +273,9 @@ const KIND: FileKind = FileKind {
     synchronous: "NORMAL",
     // The identifier and primary-key index pages a batch touches; Observation bodies are
     // read back through the operating system's cache when the Observation cache misses.
-    // 8 MiB: since a batch is one transaction, the cache fills with its dirty pages, and
-    // 16 MiB held noticeably more resident memory (4 MiB: ~35 MiB less than 16, but slower
-    // writes; measured with `iomt-runtime`'s `benches/service.rs`).
+    // 8 MiB: large transactions fill the cache with their dirty pages, and 16 MiB held
+    // noticeably more resident memory (4 MiB: ~35 MiB less than 16, but slower writes;
+    // measured with `iomt-runtime`'s `benches/service.rs`).
     cache_kib: 8 * 1024,
     // Compressed, an hour of SampledData fits a 4 KiB page; most writes dirty pages at
     // random (hashed ids), and each dirty page is written to the log and again at the

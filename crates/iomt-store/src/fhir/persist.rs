@@ -4,7 +4,11 @@
 //! 1. **Plan** (sequential, in the transaction): per group, its template, its identity
 //!    (Device, Patient, Encounter: may create resources, see `identity`) and its Observation
 //!    identity. Groups for the same Observation form one *chain*, in input order, whose base is
-//!    the cached Observation, the stored one, or none.
+//!    the cached Observation, the stored one, or none. One-instant Observations are not looked
+//!    up but *presumed* new (only a replay finds one stored): when the stored Observations are
+//!    all canonical, the insert's primary key is the lookup, and a chain whose insert finds
+//!    its Observation is built again on it by the writer. That saves a primary-key probe per
+//!    new one-instant Observation.
 //! 2. **Build** (no I/O): each chain starts from its base and applies its groups in order —
 //!    create, merge (`iomt_transform`'s functions), or unchanged — then serializes and
 //!    compresses the result. Chains are independent, so with [`LocalStoreConfig::workers`]
@@ -67,6 +71,10 @@ pub(crate) type Results = Vec<Option<Result<Written, StoreError>>>;
 enum Base<'c> {
     /// No such Observation yet.
     New(ObservationIdentity),
+    /// Presumed new without a probe: a one-instant Observation, which only a replay finds
+    /// stored. Its insert finds out otherwise, and the chain is then built again on the stored
+    /// Observation (see [`Persist::write_slice`]).
+    Presumed(ObservationIdentity),
     /// The committed state, cached.
     Cached(&'c CachedObservation),
     /// The committed state, read from the file.
@@ -86,7 +94,7 @@ struct Chain<'c, 't> {
 impl Chain<'_, '_> {
     fn id(&self) -> &str {
         match &self.base {
-            Base::New(identity) => &identity.id,
+            Base::New(identity) | Base::Presumed(identity) => &identity.id,
             Base::Cached(cached) => &cached.id,
             Base::Stored(found) => &found.id,
         }
@@ -205,7 +213,7 @@ impl<'a> Persist<'a> {
                 continue;
             }
             let identifier = identity.identifier_value.clone();
-            let base = match self.base(identity) {
+            let base = match self.base(identity, cacheable) {
                 Ok(base) => base,
                 Err(e @ StoreError::Storage { .. }) => return Err((results, e)),
                 Err(e) => {
@@ -234,7 +242,7 @@ impl<'a> Persist<'a> {
         if workers < 2 || chains.len() < PARALLEL_MIN_CHAINS {
             for slice in chains.chunks(BUILD_SLICE) {
                 let built = build_all(slice, groups, 1, now, last_updated);
-                if let Err(e) = self.write_slice(slice, built, &mut results, &mut publish) {
+                if let Err(e) = self.write_slice(slice, built, groups, &mut results, &mut publish) {
                     return Err((results, e));
                 }
             }
@@ -255,7 +263,7 @@ impl<'a> Persist<'a> {
             });
             let mut outcome = Ok(());
             for (slice, built) in chains.chunks(BUILD_SLICE).zip(built_slices.iter()) {
-                if let Err(e) = self.write_slice(slice, built, &mut results, &mut publish) {
+                if let Err(e) = self.write_slice(slice, built, groups, &mut results, &mut publish) {
                     outcome = Err(e);
                     break;
                 }
@@ -273,42 +281,85 @@ impl<'a> Persist<'a> {
     }
 
     /// Writes a slice's built chains and notes their results and cache updates.
+    ///
+    /// A chain presumed new whose insert finds its Observation stored (a replay) is built
+    /// again on the stored one, here on the writer: what a probe would have given.
     fn write_slice(
         &self,
         slice: &[Chain<'_, '_>],
         built: Vec<Built>,
+        groups: &[ObservationGroup],
         results: &mut Results,
         publish: &mut Publish,
     ) -> Result<(), StoreError> {
         for (chain, built) in slice.iter().zip(built) {
-            for (index, result) in built.results {
-                results[index] = Some(result);
-            }
-            match built.changed {
-                Some(mut changed) => {
-                    self.write(chain, &mut changed)?;
-                    if chain.cacheable {
-                        let entry = CachedObservation::new(
-                            chain.id().to_owned(),
-                            changed.version,
-                            changed.into_stored(),
-                        );
-                        publish.entries.push((chain.identifier.clone(), entry));
-                    }
+            if let (Base::Presumed(_), Some(changed)) = (&chain.base, &built.changed) {
+                let inserted = db::insert_canonical_observation(
+                    self.conn,
+                    PERSIST,
+                    chain.id(),
+                    changed.version,
+                    changed.stored(),
+                )?;
+                if inserted {
+                    self.note(chain, built, false, results, publish)?;
+                    continue;
                 }
-                None => match &chain.base {
-                    Base::Stored(found) if chain.cacheable && built.base_readable => {
-                        let entry = CachedObservation::new(
-                            found.id.clone(),
-                            found.version,
-                            found.body.clone(),
-                        );
-                        publish.entries.push((chain.identifier.clone(), entry));
-                    }
-                    Base::Cached(_) => publish.touched.push(chain.identifier.clone()),
-                    _ => {}
-                },
+                if let Some(found) = db::get_canonical(self.conn, PERSIST, &chain.identifier)? {
+                    let replay = Chain {
+                        identifier: chain.identifier.clone(),
+                        base: Base::Stored(found),
+                        groups: chain.groups.clone(),
+                        cacheable: chain.cacheable,
+                    };
+                    let rebuilt = build(&replay, groups, self.now, self.last_updated);
+                    self.note(&replay, rebuilt, true, results, publish)?;
+                    continue;
+                }
+                // Else the id is a resource's without this identifier: `write` writes it as
+                // a FHIR update would.
             }
+            self.note(chain, built, true, results, publish)?;
+        }
+        Ok(())
+    }
+
+    /// Notes a built chain's results and cache updates, writing its new state first when
+    /// `write` (else it is written already).
+    fn note(
+        &self,
+        chain: &Chain<'_, '_>,
+        built: Built,
+        write: bool,
+        results: &mut Results,
+        publish: &mut Publish,
+    ) -> Result<(), StoreError> {
+        for (index, result) in built.results {
+            results[index] = Some(result);
+        }
+        match built.changed {
+            Some(mut changed) => {
+                if write {
+                    self.write(chain, &mut changed)?;
+                }
+                if chain.cacheable {
+                    let entry = CachedObservation::new(
+                        chain.id().to_owned(),
+                        changed.version,
+                        changed.into_stored(),
+                    );
+                    publish.entries.push((chain.identifier.clone(), entry));
+                }
+            }
+            None => match &chain.base {
+                Base::Stored(found) if chain.cacheable && built.base_readable => {
+                    let entry =
+                        CachedObservation::new(found.id.clone(), found.version, found.body.clone());
+                    publish.entries.push((chain.identifier.clone(), entry));
+                }
+                Base::Cached(_) => publish.touched.push(chain.identifier.clone()),
+                _ => {}
+            },
         }
         Ok(())
     }
@@ -340,10 +391,15 @@ impl<'a> Persist<'a> {
         Ok((template.as_ref(), identity))
     }
 
-    /// Where the Observation with `identity` stands: cached, stored, or new.
-    fn base(&self, identity: ObservationIdentity) -> Result<Base<'a>, StoreError> {
+    /// Where the Observation with `identity` stands: cached, stored, or new. A one-instant
+    /// Observation (not `cacheable`) is presumed new without a probe when every stored
+    /// Observation is canonical: its insert is the probe.
+    fn base(&self, identity: ObservationIdentity, cacheable: bool) -> Result<Base<'a>, StoreError> {
         if let Some(cached) = self.observations.peek(&identity.identifier_value) {
             return Ok(Base::Cached(cached));
+        }
+        if !cacheable && !self.identifier_rows {
+            return Ok(Base::Presumed(identity));
         }
         let mut found = db::find_observation(
             self.conn,
@@ -364,7 +420,7 @@ impl<'a> Persist<'a> {
     /// Writes a chain's new state.
     fn write(&self, chain: &Chain<'_, '_>, changed: &mut Changed) -> Result<(), StoreError> {
         let id = chain.id();
-        let written = if matches!(chain.base, Base::New(_)) {
+        let written = if matches!(chain.base, Base::New(_) | Base::Presumed(_)) {
             debug_assert_eq!(
                 id,
                 iomt_transform::observation::resource_id(Some(SERVICE_SYSTEM), &chain.identifier)
@@ -464,7 +520,7 @@ fn build(
     let mut built = Built::default();
     let id = chain.id();
     let base = match &chain.base {
-        Base::New(_) => None,
+        Base::New(_) | Base::Presumed(_) => None,
         Base::Cached(cached) => Some((cached.stored.as_slice(), cached.version)),
         Base::Stored(found) => Some((found.body.as_slice(), found.version)),
     };
@@ -500,7 +556,7 @@ fn build(
                 Err(e) => Err(e),
             }
         } else {
-            let Base::New(identity) = &chain.base else {
+            let (Base::New(identity) | Base::Presumed(identity)) = &chain.base else {
                 unreachable!("only a new chain starts without a body")
             };
             match create(

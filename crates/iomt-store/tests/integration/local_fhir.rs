@@ -770,6 +770,88 @@ fn a_failed_write_keeps_nothing_of_the_call() {
 }
 
 #[test]
+fn replayed_instants_are_found_by_their_insert() {
+    // One-instant Observations are presumed new and not probed for: a replay must still merge
+    // into what is stored, also with no cache (a reopened store) and on the builder thread.
+    let templates = templates();
+    let dir = TempDir::new().unwrap();
+    let config = LocalStoreConfig {
+        workers: std::num::NonZeroUsize::new(2).unwrap(),
+        ..LocalStoreConfig::default()
+    };
+    let message = |device: usize, percent: u32| {
+        spo2(
+            &format!("ox-{device}"),
+            &format!("p-{device}"),
+            "2026-11-26T08:15:00Z",
+            percent,
+        )
+    };
+    let first: Vec<ObservationGroup> = (0..100).map(|d| group(&message(d, 95))).collect();
+    let outcomes = open(&dir, config.clone()).persist(first, &templates);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, StoreOutcome::Created { .. }))
+    );
+
+    // Reopened: 100 replays (50 the same, 50 with a new value) and 100 new ones.
+    let store = open(&dir, config);
+    let mut batch: Vec<ObservationGroup> = (0..100)
+        .map(|d| group(&message(d, if d < 50 { 95 } else { 97 })))
+        .collect();
+    batch.extend((100..200).map(|d| group(&message(d, 95))));
+    let outcomes = store.persist(batch, &templates);
+    let kind = |range: std::ops::Range<usize>| -> Vec<&str> {
+        outcomes[range]
+            .iter()
+            .map(|o| match o {
+                StoreOutcome::Created { .. } => "created",
+                StoreOutcome::Updated { .. } => "updated",
+                StoreOutcome::Unchanged { .. } => "unchanged",
+                StoreOutcome::Failed { error, .. } => panic!("failed: {error}"),
+            })
+            .collect()
+    };
+    assert_eq!(kind(0..50), ["unchanged"; 50]);
+    assert_eq!(kind(50..100), ["updated"; 50]);
+    assert_eq!(kind(100..200), ["created"; 100]);
+    assert_eq!(store.counts().unwrap().observations, 200);
+    let updated = store
+        .get("Observation", outcomes[60].id().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated["valueQuantity"]["value"], json!(97));
+    assert_eq!(updated["meta"]["versionId"], "2");
+    assert_eq!(updated["status"], "amended");
+
+    // An Observation without identifiers under the id a new instant's identifier gives is
+    // replaced, as a FHIR update of that id would.
+    let g = group(&message(500, 93));
+    let identity = ObservationIdentity::new(
+        &g,
+        &ResolvedIds::new(
+            &resource_id(None, "p-500"),
+            &resource_id(None, "ox-500"),
+            None,
+        ),
+        IdPrecision::Seconds,
+    )
+    .unwrap();
+    store
+        .put_resource(&json!({"resourceType": "Observation", "id": identity.id, "status": "final"}))
+        .unwrap();
+    assert_eq!(created(persist_one(&store, &templates, g)), identity.id);
+    let replaced = store.get("Observation", &identity.id).unwrap().unwrap();
+    assert_eq!(replaced["meta"]["versionId"], "2");
+    assert_eq!(
+        replaced["identifier"][0]["value"],
+        json!(identity.identifier_value)
+    );
+    assert_eq!(replaced["valueQuantity"]["value"], json!(93));
+}
+
+#[test]
 fn observations_written_outside_the_pipeline_are_found_too() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir, LocalStoreConfig::default());
