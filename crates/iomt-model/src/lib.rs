@@ -16,6 +16,7 @@
 
 pub mod dotnet;
 pub mod error;
+pub mod event_hubs;
 pub mod mapping_error;
 pub mod measurement;
 pub mod partition;

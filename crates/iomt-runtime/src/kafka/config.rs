@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::KafkaSetupError;
 
 /// The port of Azure Event Hubs' Kafka endpoint.
-pub const EVENT_HUBS_KAFKA_PORT: u16 = 9093;
+pub const EVENT_HUBS_KAFKA_PORT: u16 = iomt_model::event_hubs::KAFKA_PORT;
 
 /// How the client authenticates and encrypts.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -240,22 +240,8 @@ fn resolve_security(security: &mut KafkaSecurity, resolve: impl Fn(&mut PathBuf)
 /// # Errors
 /// The string has no `Endpoint=sb://host` part.
 pub fn event_hubs_bootstrap(connection_string: &str) -> Result<String, KafkaSetupError> {
-    let endpoint = connection_string
-        .split(';')
-        .filter_map(|part| part.split_once('='))
-        .find(|(key, _)| key.trim().eq_ignore_ascii_case("endpoint"))
-        .map(|(_, value)| value.trim())
-        .ok_or(KafkaSetupError::EventHubsEndpoint)?;
-    let host = endpoint
-        .split_once("://")
-        .map_or(endpoint, |(_, rest)| rest)
-        .trim_end_matches('/');
-    let host = host.split('/').next().unwrap_or_default();
-    let host = host.split(':').next().unwrap_or_default();
-    if host.is_empty() {
-        return Err(KafkaSetupError::EventHubsEndpoint);
-    }
-    Ok(format!("{host}:{EVENT_HUBS_KAFKA_PORT}"))
+    iomt_model::event_hubs::kafka_bootstrap(connection_string)
+        .ok_or(KafkaSetupError::EventHubsEndpoint)
 }
 
 /// The librdkafka properties every client of `connection` shares (bootstrap, client id,

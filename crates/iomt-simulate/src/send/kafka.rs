@@ -78,22 +78,14 @@ impl KafkaSasl {
     }
 }
 
-/// The namespace host of an Event Hubs connection string (`Endpoint=sb://<host>/`).
-fn event_hubs_host(connection_string: &str) -> Result<String, TargetError> {
-    connection_string
-        .split(';')
-        .find_map(|part| {
-            let (key, value) = part.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case("Endpoint")
-                .then(|| value.trim())
-        })
-        .and_then(|endpoint| endpoint.strip_prefix("sb://"))
-        .map(|host| host.trim_end_matches('/').to_owned())
-        .filter(|host| !host.is_empty())
-        .ok_or_else(|| TargetError::InvalidConnectionString {
+/// The namespace host of an Event Hubs connection string (`Endpoint=sb://<host>/`), read as the
+/// service reads it (`iomt_model::event_hubs`).
+fn event_hubs_host(connection_string: &str) -> Result<&str, TargetError> {
+    iomt_model::event_hubs::namespace_host(connection_string).ok_or_else(|| {
+        TargetError::InvalidConnectionString {
             reason: "it has no Endpoint=sb://<namespace>.servicebus.windows.net/: copy the whole connection string from the portal".into(),
-        })
+        }
+    })
 }
 
 /// Where and how to produce.
