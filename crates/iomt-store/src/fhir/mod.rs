@@ -42,8 +42,9 @@
 //! `checkpoint`), so copying pages into the file is off the writer's path.
 //!
 //! # Stored form
-//! Bodies over 2 KB are kept LZ4-compressed (see `body`; schema version 2): an hour of
-//! SampledData then fits one page, which is what makes merging it cheap.
+//! Bodies from 256 bytes are kept LZ4-compressed against a dictionary of what FHIR resources
+//! repeat (see `body`; schema version 3): an hour of SampledData then fits one page, which is
+//! what makes merging it cheap, and a one-instant Observation takes a third of its JSON.
 //!
 //! **What `persist` returned as written is on the disk**, power cuts included: the pipeline
 //! moves its log checkpoint past a batch once `persist` returned, so nothing would replay a
@@ -266,9 +267,10 @@ const KIND: FileKind = FileKind {
     application_id: 0x494f_4d46, // "IOMF"
     description: "an iomt local fhir store",
     // 2: bodies may be LZ4-compressed (see `body`); schema-1 bodies read as they are, and an
-    // older iomt must not read compressed ones.
-    schema_version: 2,
-    upgrades: &[""],
+    // older iomt must not read compressed ones. 3: bodies may be compressed against `body`'s
+    // dictionary, which an iomt of schema 2 cannot read.
+    schema_version: 3,
+    upgrades: &["", ""],
     schema: db::SCHEMA,
     synchronous: "NORMAL",
     // The identifier and primary-key index pages a batch touches; Observation bodies are

@@ -1006,7 +1006,7 @@ fn building_in_parallel_writes_what_building_in_order_writes() {
 }
 
 #[test]
-fn hour_observations_are_stored_compressed_and_read_back_as_json() {
+fn observations_are_stored_compressed_and_read_back_as_json() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir, LocalStoreConfig::default());
     let templates = templates();
@@ -1027,16 +1027,24 @@ fn hour_observations_are_stored_compressed_and_read_back_as_json() {
     let hour_json =
         serde_json::to_vec(&store.get("Observation", &hour_id).unwrap().unwrap()).unwrap();
     let (hour_stored, instant_stored) = (stored(&hour_id), stored(&instant_id));
-    assert_eq!(hour_stored[0], 0x01, "an hour of SampledData is compressed");
+    assert_eq!(hour_stored[0], 0x02, "an hour of SampledData is compressed");
     assert!(
         hour_stored.len() * 4 < hour_json.len(),
         "{} bytes stored for {} of JSON",
         hour_stored.len(),
         hour_json.len()
     );
+    let instant_json =
+        serde_json::to_vec(&store.get("Observation", &instant_id).unwrap().unwrap()).unwrap();
     assert_eq!(
-        instant_stored[0], b'{',
-        "a one-instant Observation is kept as JSON"
+        instant_stored[0], 0x02,
+        "a one-instant Observation is compressed against the dictionary"
+    );
+    assert!(
+        instant_stored.len() * 2 < instant_json.len(),
+        "{} bytes stored for {} of JSON",
+        instant_stored.len(),
+        instant_json.len()
     );
 
     // Export and identifier searches give the JSON, not the stored form.
@@ -1089,7 +1097,7 @@ fn a_schema_1_file_is_upgraded_and_its_json_bodies_read_and_merged() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2, "upgraded on open");
+    assert_eq!(version, 3, "upgraded on open");
     let second = group(&heart_rate("band-y", "p-y", "2026-11-26T08:30:00Z", 80));
     match persist_one(&store, &templates, second) {
         StoreOutcome::Updated { id: updated } => assert_eq!(updated, id),
