@@ -76,5 +76,6 @@ pub use group::{
     WindowSpecSource, Windower,
 };
 pub use observation::{
-    IdPrecision, MergeOutcome, Observation, ObservationIdentity, ResolvedIds, SERVICE_SYSTEM,
+    IdPrecision, JsonMergeOutcome, MergeOutcome, Observation, ObservationIdentity, ResolvedIds,
+    SERVICE_SYSTEM,
 };

@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use iomt_transform::{
-    FhirTemplate, FhirTemplates, MergeOutcome, ObservationGroup, ObservationIdentity,
-    PeriodInterval, ResolvedIds, SERVICE_SYSTEM,
+    FhirTemplate, FhirTemplates, JsonMergeOutcome, MergeOutcome, ObservationGroup,
+    ObservationIdentity, PeriodInterval, ResolvedIds, SERVICE_SYSTEM,
 };
 use rusqlite::Connection;
 use serde_json::Value;
@@ -43,7 +43,7 @@ use super::LocalStoreConfig;
 use super::cache::{CachedObservation, ObservationCache};
 use super::db;
 use super::identity::{IdentityCache, Resolved, Resolver};
-use super::resource::{parse_stored, set_meta, splice_meta};
+use super::resource::{parse_stored, replace_meta, set_meta, splice_meta};
 use crate::error::StoreError;
 
 pub(crate) const PERSIST: &str = "persist observations";
@@ -526,11 +526,10 @@ fn build(
     };
     let (mut body, mut version) = match base {
         None => (None, 0),
-        Some((stored, version)) => match parse_stored("Observation", stored) {
-            Ok(value) => {
-                built.base_readable = true;
-                (Some(Body::Owned(value)), version)
-            }
+        // Kept as text: the usual merge (SampledData inside its hour or day) works on it
+        // without parsing (`merge`); anything else parses it on first use.
+        Some((stored, version)) => match super::body::decode("Observation", stored) {
+            Ok(json) => (Some(Body::Bytes(json.into_owned())), version),
             Err(e) => {
                 built.results = chain
                     .groups
@@ -547,8 +546,8 @@ fn build(
         let result = if let Some(current) = body.as_mut() {
             match merge(template, group, current, version, last_updated) {
                 Ok(None) => Ok(Written::Unchanged(id.to_owned())),
-                Ok(Some(value)) => {
-                    *current = Body::Owned(value);
+                Ok(Some(merged)) => {
+                    *current = merged;
                     version += 1;
                     changed = true;
                     Ok(Written::Updated(id.to_owned()))
@@ -578,6 +577,8 @@ fn build(
         };
         built.results.push((index, result));
     }
+    // A merge, on the text or the parsed value, succeeded only on a readable base.
+    built.base_readable = built.results.iter().any(|(_, result)| result.is_ok());
     match body {
         Some(body) if changed => {
             let json = match body {
@@ -641,22 +642,40 @@ fn create(
     Ok(Body::Owned(value))
 }
 
-/// `group` merged into `current` (version `version`): the new value with its `meta`, or
-/// `None` when nothing changed.
+/// `group` merged into `current` (version `version`): the new state with its `meta`, or
+/// `None` when nothing changed. On text when `iomt_transform` can merge it exactly without
+/// parsing it (`FhirTemplate::merge_observation_json`), else on the parsed value.
 fn merge(
     template: &dyn FhirTemplate,
     group: &ObservationGroup,
     current: &mut Body,
     version: u64,
     last_updated: &str,
-) -> Result<Option<Value>, StoreError> {
+) -> Result<Option<Body>, StoreError> {
+    if let Body::Bytes(json) = current
+        && let Some(outcome) = template.merge_observation_json(json, group)
+    {
+        let text = match outcome {
+            JsonMergeOutcome::Unchanged => return Ok(None),
+            JsonMergeOutcome::Changed(text) => text,
+        };
+        if let Some(bytes) = replace_meta(text.as_bytes(), version + 1, last_updated) {
+            return Ok(Some(Body::Bytes(bytes)));
+        }
+        // `meta` not in the store's form: set it on the parsed value.
+        let mut value = parse_stored("Observation", text.as_bytes())?;
+        if let Some(object) = value.as_object_mut() {
+            set_meta(object, version + 1, last_updated);
+        }
+        return Ok(Some(Body::Owned(value)));
+    }
     match template.merge_observation(current.value()?, group)? {
         MergeOutcome::Unchanged => Ok(None),
         MergeOutcome::Changed(mut value) => {
             if let Some(object) = value.as_object_mut() {
                 set_meta(object, version + 1, last_updated);
             }
-            Ok(Some(value))
+            Ok(Some(Body::Owned(value)))
         }
     }
 }

@@ -105,6 +105,36 @@ pub(crate) fn splice_meta(
     Some(out)
 }
 
+/// Sets `meta` of an Observation the store wrote (`{"resourceType":"Observation","id":"…",`
+/// then `"meta":{"versionId":"…","lastUpdated":"…"},`, as [`splice_meta`] writes it) to
+/// `version` and `last_updated` without parsing it: the text [`set_meta`] and serializing
+/// give. `None` when it does not start that way (then parse and use [`set_meta`]).
+pub(crate) fn replace_meta(json: &[u8], version: u64, last_updated: &str) -> Option<Vec<u8>> {
+    const HEAD: &[u8] = br#"{"resourceType":"Observation","id":""#;
+    const VERSION: &[u8] = br#"","meta":{"versionId":""#;
+    const LAST_UPDATED: &[u8] = br#"","lastUpdated":""#;
+    const END: &[u8] = br#""},"#;
+    let plain = |b: &u8| *b == b'"' || *b == b'\\';
+    let rest = json.strip_prefix(HEAD)?;
+    let id_len = rest.iter().position(plain)?;
+    let (id, rest) = rest.split_at(id_len);
+    let rest = rest.strip_prefix(VERSION)?;
+    let digits = rest.iter().position(plain)?;
+    let rest = rest[digits..].strip_prefix(LAST_UPDATED)?;
+    let instant = rest.iter().position(plain)?;
+    let rest = rest[instant..].strip_prefix(END)?;
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(id);
+    out.extend_from_slice(VERSION);
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.extend_from_slice(LAST_UPDATED);
+    out.extend_from_slice(last_updated.as_bytes());
+    out.extend_from_slice(END);
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
 /// The `Patient/<id>` reference of a Device, if any.
 pub(crate) fn patient_reference(device: &Value) -> Option<&str> {
     device
@@ -162,6 +192,41 @@ fn json_error_kind(e: &serde_json::Error) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn replacing_meta_on_text_gives_what_setting_it_gives() {
+        let stored = json!({
+            "resourceType": "Observation",
+            "id": "abc",
+            "meta": {"versionId": "7", "lastUpdated": "2026-11-26T08:00:00.000Z"},
+            "status": "amended",
+            "valueSampledData": {"data": "1 E 2"}
+        });
+        let text = serde_json::to_vec(&stored).unwrap();
+        let replaced = replace_meta(&text, 8, "2026-11-26T09:00:00.000Z").unwrap();
+        let mut expected = stored.clone();
+        set_meta(
+            expected.as_object_mut().unwrap(),
+            8,
+            "2026-11-26T09:00:00.000Z",
+        );
+        assert_eq!(replaced, serde_json::to_vec(&expected).unwrap());
+        // Not the store's form: declined.
+        for other in [
+            json!({"resourceType": "Observation", "id": "abc", "status": "final"}),
+            json!({"resourceType": "Observation", "id": "abc",
+                   "meta": {"versionId": "1", "lastUpdated": "t", "tag": []}}),
+            json!({"resourceType": "Observation", "meta": {"versionId": "1"}, "id": "abc"}),
+            json!({"resourceType": "Patient", "id": "abc",
+                   "meta": {"versionId": "1", "lastUpdated": "t"}}),
+        ] {
+            assert_eq!(
+                replace_meta(&serde_json::to_vec(&other).unwrap(), 2, "t2"),
+                None,
+                "{other}"
+            );
+        }
+    }
 
     #[test]
     fn ids() {

@@ -28,7 +28,7 @@ use super::value::{
 use crate::error::TransformError;
 use crate::group::{ObservationGroup, PeriodInterval, WindowSpec};
 use crate::observation::model::{CodeableConcept, Coding, Observation};
-use crate::observation::{MergeOutcome, build, merge};
+use crate::observation::{JsonMergeOutcome, MergeOutcome, build, merge, merge_json};
 
 /// One component mapping: `{codes, value}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +108,14 @@ impl FhirTemplate for CodeValueFhirTemplate {
         group: &ObservationGroup,
     ) -> Result<MergeOutcome, TransformError> {
         merge::merge_observation(self, existing, group)
+    }
+
+    fn merge_observation_json(
+        &self,
+        existing: &[u8],
+        group: &ObservationGroup,
+    ) -> Option<JsonMergeOutcome> {
+        merge_json::merge_observation_json(self, existing, group)
     }
 
     fn as_any(&self) -> &dyn Any {

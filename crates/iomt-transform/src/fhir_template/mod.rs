@@ -26,8 +26,8 @@ use thiserror::Error;
 use crate::error::TransformError;
 pub use crate::group::PeriodInterval;
 use crate::group::{ObservationGroup, WindowSpec, WindowSpecSource};
-use crate::observation::MergeOutcome;
 use crate::observation::model::Observation;
+use crate::observation::{JsonMergeOutcome, MergeOutcome};
 pub use code_value::{CodeValueFhirTemplate, CodeValueMapping};
 pub use value::{
     CodeableConceptValueType, FhirValueType, QuantityValueType, SampledDataValueType,
@@ -69,6 +69,20 @@ pub trait FhirTemplate: fmt::Debug + Send + Sync + 'static {
         existing: &serde_json::Value,
         group: &ObservationGroup,
     ) -> Result<MergeOutcome, TransformError>;
+
+    /// [`merge_observation`](Self::merge_observation) on the Observation's JSON text, where
+    /// that gives exactly the same result without parsing it (a SampledData group inside the
+    /// period of its hour or day Observation; see `observation::merge_json`). `None`
+    /// otherwise: then parse the text and call `merge_observation`. The result's `meta` is
+    /// the existing one.
+    fn merge_observation_json(
+        &self,
+        existing: &[u8],
+        group: &ObservationGroup,
+    ) -> Option<JsonMergeOutcome> {
+        let _ = (existing, group);
+        None
+    }
 
     /// The concrete template, for callers that inspect a kind's details.
     fn as_any(&self) -> &dyn Any;

@@ -87,7 +87,7 @@ const OBSERVATION_ORDER: &[&str] = &[
     "component",
 ];
 
-fn rank(key: &str) -> usize {
+pub(crate) fn rank(key: &str) -> usize {
     let key = key.strip_prefix('_').unwrap_or(key);
     OBSERVATION_ORDER
         .iter()
@@ -121,7 +121,7 @@ fn insert_ordered(map: &mut Map<String, Value>, key: &str, value: Value) {
 
 /// Parses a FHIR `dateTime` (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`, or a full date-time, zone-less =
 /// UTC) to ticks: the first instant it denotes.
-fn parse_fhir_date_time(text: &str) -> Option<i64> {
+pub(crate) fn parse_fhir_date_time(text: &str) -> Option<i64> {
     let t = text.trim();
     let b = t.as_bytes();
     let full = match b.len() {

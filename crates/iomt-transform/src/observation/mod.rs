@@ -12,11 +12,13 @@ pub(crate) mod build;
 pub mod identity;
 mod json;
 pub(crate) mod merge;
+pub(crate) mod merge_json;
 pub mod model;
 pub(crate) mod value;
 
 pub use identity::{IdPrecision, ObservationIdentity, ResolvedIds, SERVICE_SYSTEM, resource_id};
 pub use merge::MergeOutcome;
+pub use merge_json::JsonMergeOutcome;
 pub use model::{
     CodeableConcept, Coding, Component, Observation, ObservationStatus, ObservationValue, Origin,
     Quantity, SampledData, ServiceCode,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use iomt_model::{ErrorClass, Measurement, MeasurementProperty};
 use serde_json::{Value, json};
 
-use super::{IdPrecision, MergeOutcome, ObservationIdentity, ResolvedIds};
+use super::{IdPrecision, JsonMergeOutcome, MergeOutcome, ObservationIdentity, ResolvedIds};
 use crate::fhir_template::{
     CodeValueFhirTemplate, CodeValueMapping, FhirTemplate, FhirValueType, QuantityValueType,
     SampledDataValueType, StringValueType,
@@ -319,5 +319,216 @@ fn identity_rejects_blank_ids_and_offers_milliseconds() {
     assert_eq!(
         id.search_token(),
         format!("{}|{}", super::SERVICE_SYSTEM, id.identifier_value)
+    );
+}
+
+/// An hour of 1-second heart rate: the merge `merge_observation_json` takes on text.
+fn hr_template() -> CodeValueFhirTemplate {
+    let mut template = bp_template();
+    template.components = vec![];
+    template.value = Some(sampled("hr"));
+    template
+}
+
+/// The new Observation's JSON as the stores write it.
+fn created_json(template: &CodeValueFhirTemplate, g: &ObservationGroup) -> String {
+    let identity =
+        ObservationIdentity::new(g, &ResolvedIds::new("p1", "d1", None), IdPrecision::Seconds)
+            .unwrap();
+    let bytes = template
+        .create_observation(g, t("2024-01-01T00:00:00Z"))
+        .unwrap()
+        .with_identity(identity)
+        .to_json_bytes();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn merging_json_text_gives_what_merging_the_parsed_value_gives() {
+    let template = hr_template();
+    let first = group(
+        PeriodInterval::Hourly,
+        &[("2024-01-01T08:00:05Z", "hr", "72")],
+    );
+    let mut current = created_json(&template, &first);
+    let values = ["60", "72.5", "-0.5", "100", "1e2", "0", "88.125"];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let (mut on_text, mut unchanged, mut outside) = (0, 0, 0);
+    for round in 0..400 {
+        // Mostly inside the hour; now and then in the next hour (the text path declines).
+        let hour = if next(20) == 0 { 9 } else { 8 };
+        let count = 1 + next(3) as usize;
+        let times: Vec<String> = (0..count)
+            .map(|_| {
+                let second = next(3600);
+                format!(
+                    "2024-01-01T{hour:02}:{:02}:{:02}Z",
+                    second / 60,
+                    second % 60
+                )
+            })
+            .collect();
+        let mut samples: Vec<(&str, &str, &str)> = times
+            .iter()
+            .map(|time| {
+                (
+                    time.as_str(),
+                    "hr",
+                    values[next(values.len() as u64) as usize],
+                )
+            })
+            .collect();
+        samples.sort_by(|a, b| a.0.cmp(b.0));
+        let g = group(PeriodInterval::Hourly, &samples);
+        let existing: Value = serde_json::from_str(&current).unwrap();
+        let expected = template.merge_observation(&existing, &g).unwrap();
+        match (
+            template.merge_observation_json(current.as_bytes(), &g),
+            expected,
+        ) {
+            (None, _) => {
+                assert_eq!(hour, 9, "round {round}: declined a group inside the hour");
+                outside += 1;
+            }
+            (Some(JsonMergeOutcome::Unchanged), MergeOutcome::Unchanged) => unchanged += 1,
+            (Some(JsonMergeOutcome::Changed(text)), MergeOutcome::Changed(value)) => {
+                assert_eq!(
+                    text,
+                    serde_json::to_string(&value).unwrap(),
+                    "round {round}"
+                );
+                current = text;
+                on_text += 1;
+            }
+            (fast, slow) => panic!("round {round}: text {fast:?}, parsed {slow:?}"),
+        }
+    }
+    assert!(
+        on_text > 300 && outside > 0,
+        "{on_text} {unchanged} {outside}"
+    );
+    // A replay of what is there is unchanged on text too.
+    let existing: Value = serde_json::from_str(&current).unwrap();
+    let replay = group(
+        PeriodInterval::Hourly,
+        &[("2024-01-01T08:00:05Z", "hr", "72")],
+    );
+    let after = match template.merge_observation(&existing, &replay).unwrap() {
+        MergeOutcome::Changed(v) => serde_json::to_string(&v).unwrap(),
+        MergeOutcome::Unchanged => current.clone(),
+    };
+    assert_eq!(
+        template.merge_observation_json(after.as_bytes(), &replay),
+        Some(JsonMergeOutcome::Unchanged)
+    );
+}
+
+#[test]
+fn merging_json_text_declines_what_it_cannot_do_exactly() {
+    let template = hr_template();
+    let first = group(
+        PeriodInterval::Hourly,
+        &[("2024-01-01T08:00:05Z", "hr", "72")],
+    );
+    let later = group(
+        PeriodInterval::Hourly,
+        &[("2024-01-01T08:10:00Z", "hr", "80")],
+    );
+    let json = created_json(&template, &first);
+    assert!(matches!(
+        template.merge_observation_json(json.as_bytes(), &later),
+        Some(JsonMergeOutcome::Changed(_))
+    ));
+    let value: Value = serde_json::from_str(&json).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| -> String {
+        let mut v = value.clone();
+        f(v.as_object_mut().unwrap());
+        serde_json::to_string(&v).unwrap()
+    };
+    let declined = [
+        (
+            "pretty-printed",
+            serde_json::to_string_pretty(&value).unwrap(),
+        ),
+        (
+            "another category",
+            edit(&|o| {
+                o.insert("category".into(), json!([{"text": "other"}]));
+            }),
+        ),
+        (
+            "no category",
+            edit(&|o| {
+                o.shift_remove("category");
+            }),
+        ),
+        (
+            "an effectiveDateTime",
+            edit(&|o| {
+                o.shift_remove("effectivePeriod");
+                o.insert("effectiveDateTime".into(), json!("2024-01-01T08:00:00Z"));
+            }),
+        ),
+        (
+            "a period in another form",
+            edit(&|o| {
+                o["effectivePeriod"]["start"] = json!("2024-01-01T08:00:00Z");
+            }),
+        ),
+        (
+            "a period with more members",
+            edit(&|o| {
+                o["effectivePeriod"]["id"] = json!("x");
+            }),
+        ),
+        (
+            "no status",
+            edit(&|o| {
+                o.shift_remove("status");
+            }),
+        ),
+        (
+            "a Quantity",
+            edit(&|o| {
+                o.shift_remove("valueSampledData");
+                o.insert("valueQuantity".into(), json!({"value": 1}));
+            }),
+        ),
+        (
+            "two dimensions",
+            edit(&|o| {
+                o["valueSampledData"]["dimensions"] = json!(2);
+            }),
+        ),
+        (
+            "an escape in the data",
+            edit(&|o| {
+                o["valueSampledData"]["data"] = json!("72 \"E\"");
+            }),
+        ),
+    ];
+    for (what, text) in declined {
+        assert_eq!(
+            template.merge_observation_json(text.as_bytes(), &later),
+            None,
+            "{what}"
+        );
+    }
+    // Components the group has values for: declined as well.
+    let bp = bp_template();
+    let bp_first = group(
+        PeriodInterval::Hourly,
+        &[("2024-01-01T08:00:05Z", "systolic", "120")],
+    );
+    let bp_json = serde_json::to_string(&created(&bp, &bp_first)).unwrap();
+    assert_eq!(
+        bp.merge_observation_json(bp_json.as_bytes(), &bp_first),
+        None
     );
 }
