@@ -29,57 +29,20 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use chrono::{DateTime, Duration, Utc};
-use iomt_model::{Measurement, MeasurementProperty};
-use iomt_transform::fhir_template::{QuantityValueType, SampledDataValueType};
+use iomt_model::Measurement;
+use iomt_transform::fhir_template::SampledDataValueType;
 use iomt_transform::group::{PeriodInterval, WindowSpec, group_batch};
-use iomt_transform::observation::Coding;
 use iomt_transform::{
     CodeValueFhirTemplate, FhirTemplate, FhirValueType, IdPrecision, ObservationGroup,
     ObservationIdentity, ResolvedIds, Windower,
 };
 
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+use workload::{base, measurements, quantity_template};
+
 /// Measurements per batch, as in the bench.
 const N: usize = 10_000;
-
-fn base() -> DateTime<Utc> {
-    iomt_model::timestamp::parse("2024-01-01T10:00:00Z").unwrap_or_default()
-}
-
-fn measurements(n: usize, devices: usize) -> Vec<Measurement> {
-    (0..n)
-        .map(|i| Measurement {
-            type_name: "heartrate".into(),
-            occurrence_time_utc: base() + Duration::milliseconds((i / devices) as i64 * 1000),
-            ingestion_time_utc: None,
-            device_id: format!("device-{}", i % devices),
-            patient_id: Some(format!("patient-{}", i % devices)),
-            encounter_id: None,
-            correlation_id: None,
-            properties: vec![MeasurementProperty {
-                name: "hr".into(),
-                value: (60 + i % 40).to_string(),
-            }],
-        })
-        .collect()
-}
-
-fn quantity_template() -> CodeValueFhirTemplate {
-    let mut t = CodeValueFhirTemplate::new(
-        "heartrate",
-        vec![Coding::new(
-            Some("http://loinc.org"),
-            Some("8867-4"),
-            Some("Heart rate"),
-        )],
-    );
-    t.value = Some(FhirValueType::Quantity(QuantityValueType {
-        value_name: "hr".into(),
-        unit: Some("count/min".into()),
-        system: Some("http://unitsofmeasure.org".into()),
-        code: Some("count/min".into()),
-    }));
-    t
-}
 
 struct Workload {
     template: CodeValueFhirTemplate,
