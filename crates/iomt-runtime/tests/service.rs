@@ -123,6 +123,12 @@ async fn admin_get(service: &RunningService, path: &str, key: Option<&str>) -> (
 }
 
 /// Waits until the pipeline has handled everything in the log.
+/// How many Observations the service's local store holds.
+fn stored_observations(service: &RunningService) -> u64 {
+    let store = service.local_store.as_ref().expect("a local store");
+    store.counts().unwrap().observations
+}
+
 async fn caught_up(service: &RunningService) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -324,16 +330,7 @@ async fn an_invalid_mapping_reload_keeps_the_last_good_mappings() {
         202
     );
     caught_up(&service).await;
-    assert_eq!(
-        service
-            .local_store
-            .clone()
-            .unwrap()
-            .counts()
-            .unwrap()
-            .observations,
-        1
-    );
+    assert_eq!(stored_observations(&service), 1);
 
     std::fs::copy(examples.join("devicecontent.json"), &device).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -384,16 +381,7 @@ async fn redriven_dead_letters_land_after_the_mapping_is_fixed() {
         (dead[0].class.as_str(), dead[0].stage),
         ("TemplateNotFoundException", Stage::Group)
     );
-    assert_eq!(
-        service
-            .local_store
-            .clone()
-            .unwrap()
-            .counts()
-            .unwrap()
-            .observations,
-        0
-    );
+    assert_eq!(stored_observations(&service), 0);
 
     // Fix the mapping, wait for the reload, redrive.
     std::fs::write(&fhir_path, &fhir_text).unwrap();
@@ -407,16 +395,7 @@ async fn redriven_dead_letters_land_after_the_mapping_is_fixed() {
     .unwrap();
     assert_eq!(report.redriven, 1);
     caught_up(&service).await;
-    assert_eq!(
-        service
-            .local_store
-            .clone()
-            .unwrap()
-            .counts()
-            .unwrap()
-            .observations,
-        1
-    );
+    assert_eq!(stored_observations(&service), 1);
     assert!(
         service
             .dead_letters
@@ -558,16 +537,7 @@ async fn a_shutdown_during_an_outage_commits_nothing_and_the_next_run_writes_eve
         .await
         .unwrap();
     caught_up(&service).await;
-    assert_eq!(
-        service
-            .local_store
-            .clone()
-            .unwrap()
-            .counts()
-            .unwrap()
-            .observations,
-        u64::from(MESSAGES)
-    );
+    assert_eq!(stored_observations(&service), u64::from(MESSAGES));
     assert!(
         service
             .dead_letters
