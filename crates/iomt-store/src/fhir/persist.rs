@@ -105,7 +105,8 @@ impl Chain<'_, '_> {
 enum Body {
     /// Parsed, built or merged.
     Owned(Value),
-    /// Serialized and not parsed (a new Observation no later group of the chain merges into).
+    /// Serialized (new, stored, or merged on its text); parsed on first use by a merge that
+    /// cannot work on the text.
     Bytes(Vec<u8>),
 }
 
@@ -558,14 +559,7 @@ fn build(
             let (Base::New(identity) | Base::Presumed(identity)) = &chain.base else {
                 unreachable!("only a new chain starts without a body")
             };
-            match create(
-                template,
-                group,
-                identity,
-                chain.groups.len() > 1,
-                now,
-                last_updated,
-            ) {
+            match create(template, group, identity, now, last_updated) {
                 Ok(new) => {
                     body = Some(new);
                     version = 1;
@@ -622,17 +616,13 @@ fn create(
     template: &dyn FhirTemplate,
     group: &ObservationGroup,
     identity: &ObservationIdentity,
-    keep_parsed: bool,
     now: DateTime<Utc>,
     last_updated: &str,
 ) -> Result<Body, StoreError> {
     let observation = template
         .create_observation(group, now)?
         .with_identity(identity.clone());
-    if !keep_parsed
-        && let Some(bytes) =
-            splice_meta(&observation.to_json_bytes(), &identity.id, 1, last_updated)
-    {
+    if let Some(bytes) = splice_meta(&observation.to_json_bytes(), &identity.id, 1, last_updated) {
         return Ok(Body::Bytes(bytes));
     }
     let mut value = observation.to_json();
