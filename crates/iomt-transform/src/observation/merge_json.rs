@@ -70,8 +70,7 @@ pub(crate) fn merge_observation_json(
     match (position("category"), template.category.is_empty()) {
         (None, true) => {}
         (Some(at), false) => {
-            let expected = serde_json::to_string(&*template.category).ok()?;
-            if top[at].1 != expected {
+            if !serializes_to(&*template.category, top[at].1) {
                 return None;
             }
             let category_rank = rank("category");
@@ -156,6 +155,30 @@ pub(crate) fn merge_observation_json(
     let mut out = String::with_capacity(json.len() + 16);
     write_object(&mut out, &merged);
     Some(JsonMergeOutcome::Changed(out))
+}
+
+/// Whether `raw` is exactly the JSON serde_json writes for `value`: compared as it is
+/// written, so a merge allocates nothing for it.
+fn serializes_to<T: serde::Serialize + ?Sized>(value: &T, raw: &str) -> bool {
+    /// Accepts what `raw` holds next; refuses the first byte that differs.
+    struct Expect<'a>(&'a [u8]);
+    impl std::io::Write for Expect<'_> {
+        fn write(&mut self, written: &[u8]) -> std::io::Result<usize> {
+            match self.0.strip_prefix(written) {
+                Some(rest) => {
+                    self.0 = rest;
+                    Ok(written.len())
+                }
+                None => Err(std::io::Error::other("differs")),
+            }
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut expect = Expect(raw.as_bytes());
+    serde_json::to_writer(&mut expect, value).is_ok() && expect.0.is_empty()
 }
 
 /// Whether `key` is a `value[x]` member, as `value::value_member` finds them.
@@ -279,6 +302,21 @@ fn write_object(out: &mut String, members: &[(&str, &str)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serialization_is_compared_byte_for_byte() {
+        let value = serde_json::json!([{"text": "Vital Signs", "n": 1}]);
+        assert!(serializes_to(&value, r#"[{"text":"Vital Signs","n":1}]"#));
+        for other in [
+            r#"[{"text":"Vital Signs","n":1}] "#,
+            r#"[{"text":"Vital Signs","n":1"#,
+            r#"[{"n":1,"text":"Vital Signs"}]"#,
+            r#"[{"text":"Vital Signs","n":1.0}]"#,
+            "",
+        ] {
+            assert!(!serializes_to(&value, other), "{other}");
+        }
+    }
 
     #[test]
     fn compact_objects_split_into_members() {
