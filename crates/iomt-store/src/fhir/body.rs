@@ -333,7 +333,10 @@ mod tests {
     #[test]
     fn every_truncation_and_damaged_byte_is_handled() {
         let stored = encode(&hour_observation()).into_owned();
-        assert_eq!(stored[0], LZ4_DICT, "the case under test is the dictionary form");
+        assert_eq!(
+            stored[0], LZ4_DICT,
+            "the case under test is the dictionary form"
+        );
         let check = |damaged: &[u8]| match decode("Observation", damaged) {
             Ok(_) | Err(StoreError::Corrupt { .. }) => {}
             Err(other) => panic!("expected bytes or corrupt, got {other:?}"),

@@ -65,14 +65,18 @@ impl ObservationCache {
         }
     }
 
-    /// The entry for `identifier`, without marking it as used (see [`touch`](Self::touch)).
+    /// The entry for `identifier`, without marking it as used.
+    #[cfg(test)]
     pub fn peek(&self, identifier: &str) -> Option<&CachedObservation> {
         self.entries.peek(identifier)
     }
 
-    /// Marks the entry for `identifier` as recently used.
-    pub fn touch(&mut self, identifier: &str) {
-        let _ = self.entries.get(identifier);
+    /// Takes the entry for `identifier` out of the cache (a persist call holds it while it
+    /// works on the Observation, and puts it back, or its successor, once committed).
+    pub fn take(&mut self, identifier: &str) -> Option<CachedObservation> {
+        let entry = self.entries.remove(identifier)?;
+        self.bytes -= entry.weight;
+        Some(entry)
     }
 
     /// Adds or replaces the entry for `identifier`, evicting as needed. An entry larger than
@@ -132,7 +136,8 @@ mod tests {
         cache.insert("a".into(), entry(1000));
         cache.insert("b".into(), entry(1000));
         cache.insert("c".into(), entry(1000));
-        cache.touch("a"); // a is now the most recent
+        let a = cache.take("a").unwrap(); // back in: a is now the most recent
+        cache.insert("a".into(), a);
         cache.insert("d".into(), entry(1000));
         assert!(cache.peek("b").is_none(), "b was the least recently used");
         assert!(cache.peek("a").is_some());

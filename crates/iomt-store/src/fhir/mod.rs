@@ -60,6 +60,7 @@ mod cache;
 mod checkpoint;
 mod db;
 mod identity;
+mod ordered;
 mod persist;
 mod resource;
 
@@ -78,7 +79,7 @@ use serde_json::Value;
 use self::cache::ObservationCache;
 use self::checkpoint::Checkpointer;
 use self::identity::IdentityCache;
-use self::persist::{PERSIST, Persist, Results, Written};
+use self::persist::{PERSIST, Persist, Written};
 use self::resource::{RESOURCE_TYPES, instant, is_valid_id, known_type, parse_stored};
 use crate::error::StoreError;
 use crate::sqlite::{self, FileKind};
@@ -363,10 +364,28 @@ impl LocalFhirStore {
         }
         let now = Utc::now();
         let last_updated = instant(now);
-        let mut results: Vec<Result<Written, StoreError>> = Vec::with_capacity(groups.len());
         let mut guard = lock(&self.writer);
+        let Writer {
+            conn,
+            observations,
+            identities,
+        } = &mut *guard;
+        let mut results = Vec::with_capacity(groups.len());
+        // One transaction per chunk; the next one plans once this one's results are in the
+        // caches, so it sees them.
         for chunk in groups.chunks(self.config.transaction_groups.get()) {
-            results.extend(self.persist_chunk(&mut guard, chunk, templates, now, &last_updated));
+            let (chunk_results, publish) = Persist {
+                conn,
+                config: &self.config,
+                observations,
+                identities,
+                now,
+                last_updated: &last_updated,
+                identifier_rows: false,
+            }
+            .run(chunk, templates);
+            results.extend(chunk_results);
+            publish.apply(observations, identities);
         }
         drop(guard);
         // One flush of the write-ahead log for every transaction of the call.
@@ -390,57 +409,6 @@ impl LocalFhirStore {
                 Ok(Written::Unchanged(id)) => StoreOutcome::Unchanged { id },
                 Err(error) => StoreOutcome::Failed { group, error },
             })
-            .collect()
-    }
-
-    /// One transaction: the result of each group of `groups`, in order.
-    fn persist_chunk(
-        &self,
-        writer: &mut Writer,
-        groups: &[ObservationGroup],
-        templates: &FhirTemplates,
-        now: chrono::DateTime<Utc>,
-        last_updated: &str,
-    ) -> Vec<Result<Written, StoreError>> {
-        let Writer {
-            conn,
-            observations,
-            identities,
-        } = writer;
-        let tx = match conn.transaction() {
-            Ok(tx) => tx,
-            Err(e) => {
-                let results = (0..groups.len()).map(|_| None).collect();
-                return fail_all(results, StoreError::storage(PERSIST, &e));
-            }
-        };
-        let identifier_rows = match db::observations_have_identifier_rows(&tx, PERSIST) {
-            Ok(rows) => rows,
-            Err(e) => return fail_all((0..groups.len()).map(|_| None).collect(), e),
-        };
-        let run = Persist {
-            conn: &tx,
-            config: &self.config,
-            observations,
-            identities,
-            now,
-            last_updated,
-            identifier_rows,
-        }
-        .run(groups, templates);
-        // On an error the transaction is dropped unfinished: rolled back.
-        let (results, publish) = match run {
-            Ok(done) => match tx.commit() {
-                Ok(()) => done,
-                Err(e) => return fail_all(done.0, StoreError::storage(PERSIST, &e)),
-            },
-            Err((results, error)) => return fail_all(results, error),
-        };
-        publish.apply(observations, identities);
-        results
-            .into_iter()
-            // Every group is answered by the plan or the build; a gap is a bug.
-            .map(|result| result.unwrap_or_else(|| unreachable!("a group got no result")))
             .collect()
     }
 
@@ -643,17 +611,6 @@ fn checked_type(resource_type: &str) -> Result<&'static str, StoreError> {
     known_type(resource_type).ok_or_else(|| StoreError::UnsupportedResourceType {
         resource_type: resource_type.to_owned(),
     })
-}
-
-/// Every group failed: with its own error when it had one, else with `error`.
-fn fail_all(results: Results, error: StoreError) -> Vec<Result<Written, StoreError>> {
-    results
-        .into_iter()
-        .map(|result| match result {
-            Some(Err(own)) => Err(own),
-            _ => Err(error.clone()),
-        })
-        .collect()
 }
 
 #[cfg(test)]

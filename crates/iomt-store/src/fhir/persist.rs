@@ -29,7 +29,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use iomt_transform::{
@@ -43,6 +43,7 @@ use super::LocalStoreConfig;
 use super::cache::{CachedObservation, ObservationCache};
 use super::db;
 use super::identity::{IdentityCache, Resolved, Resolver};
+use super::ordered;
 use super::resource::{parse_stored, replace_meta, set_meta, splice_meta};
 use crate::error::StoreError;
 
@@ -56,6 +57,10 @@ const PARALLEL_MIN_CHAINS: usize = 64;
 /// few enough that their Observations take a few megabytes.
 const BUILD_SLICE: usize = 256;
 
+/// Slices built ahead of the one being written: enough to keep builders busy through a
+/// commit, few enough to bound what built Observations hold.
+const BUILD_AHEAD: usize = 4;
+
 /// A group's result before the commit.
 #[derive(Debug)]
 pub(crate) enum Written {
@@ -68,30 +73,42 @@ pub(crate) enum Written {
 pub(crate) type Results = Vec<Option<Result<Written, StoreError>>>;
 
 /// What a chain starts from.
-enum Base<'c> {
+enum Base {
     /// No such Observation yet.
     New(ObservationIdentity),
     /// Presumed new without a probe: a one-instant Observation, which only a replay finds
     /// stored. Its insert finds out otherwise, and the chain is then built again on the stored
     /// Observation (see [`Persist::write_slice`]).
     Presumed(ObservationIdentity),
-    /// The committed state, cached.
-    Cached(&'c CachedObservation),
+    /// The committed state, taken out of the cache for the call (the call puts back what it
+    /// leaves, changed or not, once committed).
+    Cached(CachedObservation),
     /// The committed state, read from the file.
     Stored(db::Found),
 }
 
 /// The groups of one Observation in this call.
-struct Chain<'c, 't> {
+struct Chain<'t> {
     identifier: String,
-    base: Base<'c>,
+    base: Base,
     /// (group index, template), in input order.
     groups: Vec<(usize, &'t dyn FhirTemplate)>,
     /// An hour/day/correlation window: cached after the commit.
     cacheable: bool,
 }
 
-impl Chain<'_, '_> {
+impl Base {
+    /// The resource id, taken.
+    fn into_id(self) -> String {
+        match self {
+            Base::New(identity) | Base::Presumed(identity) => identity.id,
+            Base::Cached(cached) => cached.id,
+            Base::Stored(found) => found.id,
+        }
+    }
+}
+
+impl Chain<'_> {
     fn id(&self) -> &str {
         match &self.base {
             Base::New(identity) | Base::Presumed(identity) => &identity.id,
@@ -152,18 +169,15 @@ impl Changed {
     }
 }
 
-/// The cache updates of a call, applied once its transaction committed.
+/// The cache updates of a call, applied once its transactions committed.
+#[derive(Default)]
 pub(crate) struct Publish {
     entries: Vec<(String, CachedObservation)>,
-    touched: Vec<String>,
     resolved: Resolved,
 }
 
 impl Publish {
     pub fn apply(self, observations: &mut ObservationCache, identities: &mut IdentityCache) {
-        for identifier in &self.touched {
-            observations.touch(identifier);
-        }
         for (identifier, entry) in self.entries {
             observations.insert(identifier, entry);
         }
@@ -171,11 +185,26 @@ impl Publish {
     }
 }
 
+/// Every group's result: with `error` (the transaction rolled back), every group that had
+/// not failed on its own fails with it.
+fn answered(results: Results, error: Option<&StoreError>) -> Vec<Result<Written, StoreError>> {
+    results
+        .into_iter()
+        .map(|result| match (result, error) {
+            (Some(Err(own)), _) => Err(own),
+            (Some(Ok(written)), None) => Ok(written),
+            (Some(Ok(_)) | None, Some(error)) => Err(error.clone()),
+            // Every group is answered by the plan or the build; a gap is a bug.
+            (None, None) => unreachable!("a group got no result"),
+        })
+        .collect()
+}
+
 /// One call's context.
 pub(crate) struct Persist<'a> {
     pub conn: &'a Connection,
     pub config: &'a LocalStoreConfig,
-    pub observations: &'a ObservationCache,
+    pub observations: &'a mut ObservationCache,
     pub identities: &'a mut IdentityCache,
     pub now: DateTime<Utc>,
     pub last_updated: &'a str,
@@ -185,23 +214,45 @@ pub(crate) struct Persist<'a> {
 }
 
 impl<'a> Persist<'a> {
-    /// Plans, builds and writes `groups` in the open transaction. On a storage error (which
-    /// spoils the transaction) returns it with the results gathered so far.
+    /// Plans, builds and writes `groups` in one transaction, and commits it. Returns every
+    /// group's result and, when the transaction committed, its cache updates (the caller
+    /// applies them).
+    ///
+    /// On a storage error the transaction rolls back: every group that had not failed on its
+    /// own fails with that error, and there is nothing to publish.
     pub fn run(
         mut self,
         groups: &[ObservationGroup],
         templates: &FhirTemplates,
-    ) -> Result<(Results, Publish), (Results, StoreError)> {
+    ) -> (Vec<Result<Written, StoreError>>, Publish) {
         let mut results: Results = (0..groups.len()).map(|_| None).collect();
+        match self.plan_and_write(groups, templates, &mut results) {
+            Ok(publish) => (answered(results, None), publish),
+            Err(error) => (answered(results, Some(&error)), Publish::default()),
+        }
+    }
+
+    /// The body of [`Persist::run`]; its transaction rolls back (is dropped) on an error.
+    fn plan_and_write(
+        &mut self,
+        groups: &[ObservationGroup],
+        templates: &FhirTemplates,
+        results: &mut Results,
+    ) -> Result<Publish, StoreError> {
+        let conn = self.conn;
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(|e| StoreError::storage(PERSIST, &e))?;
+        self.identifier_rows = db::observations_have_identifier_rows(conn, PERSIST)?;
         let mut resolved = Resolved::default();
 
         // 1. Plan.
-        let mut chains: Vec<Chain<'a, '_>> = Vec::new();
+        let mut chains: Vec<Chain<'_>> = Vec::new();
         let mut chain_of: HashMap<String, usize> = HashMap::new();
         for (index, group) in groups.iter().enumerate() {
             let (template, identity) = match self.plan(group, templates, &mut resolved) {
                 Ok(planned) => planned,
-                Err(e @ StoreError::Storage { .. }) => return Err((results, e)),
+                Err(e @ StoreError::Storage { .. }) => return Err(e),
                 Err(e) => {
                     results[index] = Some(Err(e));
                     continue;
@@ -216,7 +267,7 @@ impl<'a> Persist<'a> {
             let identifier = identity.identifier_value.clone();
             let base = match self.base(identity, cacheable) {
                 Ok(base) => base,
-                Err(e @ StoreError::Storage { .. }) => return Err((results, e)),
+                Err(e @ StoreError::Storage { .. }) => return Err(e),
                 Err(e) => {
                     results[index] = Some(Err(e));
                     continue;
@@ -230,55 +281,51 @@ impl<'a> Persist<'a> {
                 cacheable,
             });
         }
+        drop(chain_of);
 
-        // 2. Build and 3. write, a slice of chains at a time: only a slice or two of built
-        // Observations (value and JSON, ~20 KB for an hour of SampledData) are held at once.
+        // 2. Build and 3. write, a slice of chains at a time: only a few slices of built
+        // Observations are held at once (~20 KB each for an hour of SampledData). A builder
+        // takes its slice's chains and hands them to the writer with what it built; the
+        // writer drops them once written, so a base (a stored Observation) lives no longer
+        // than its chain's write.
         let mut publish = Publish {
-            entries: Vec::new(),
-            touched: Vec::new(),
             resolved,
+            ..Publish::default()
         };
-        let workers = self.config.workers.get();
+        let helpers = if chains.len() < PARALLEL_MIN_CHAINS {
+            0
+        } else {
+            self.config.workers.get() - 1
+        };
         let (now, last_updated) = (self.now, self.last_updated);
-        if workers < 2 || chains.len() < PARALLEL_MIN_CHAINS {
-            for slice in chains.chunks(BUILD_SLICE) {
-                let built = build_all(slice, groups, 1, now, last_updated);
-                if let Err(e) = self.write_slice(slice, built, groups, &mut results, &mut publish) {
-                    return Err((results, e));
-                }
-            }
-            return Ok((results, publish));
+        let mut slices: Vec<Mutex<Option<Vec<Chain<'_>>>>> = Vec::new();
+        let mut chains = chains.into_iter().peekable();
+        while chains.peek().is_some() {
+            let slice = chains.by_ref().take(BUILD_SLICE).collect();
+            slices.push(Mutex::new(Some(slice)));
         }
-        // Builders run ahead of the writer by one slice: SQLite's single writer and the CPU
-        // work of building (parse, merge, serialize, compress) then use two cores.
-        let written = std::thread::scope(|scope| {
-            let (slices, built_slices) = std::sync::mpsc::sync_channel::<Vec<Built>>(1);
-            let chains = &chains;
-            let builder = scope.spawn(move || {
-                for slice in chains.chunks(BUILD_SLICE) {
-                    let built = build_all(slice, groups, workers - 1, now, last_updated);
-                    if slices.send(built).is_err() {
-                        break; // the writer failed
-                    }
-                }
-            });
-            let mut outcome = Ok(());
-            for (slice, built) in chains.chunks(BUILD_SLICE).zip(built_slices.iter()) {
-                if let Err(e) = self.write_slice(slice, built, groups, &mut results, &mut publish) {
-                    outcome = Err(e);
-                    break;
-                }
-            }
-            drop(built_slices);
-            if let Err(panic) = builder.join() {
-                std::panic::resume_unwind(panic);
-            }
-            outcome
-        });
-        match written {
-            Ok(()) => Ok((results, publish)),
-            Err(e) => Err((results, e)),
-        }
+        let this = &*self;
+        ordered::run(
+            slices.len(),
+            helpers,
+            BUILD_AHEAD,
+            |i| {
+                // Each index is built once, so its slice is there.
+                let slice = slices[i]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .unwrap_or_default();
+                let built: Vec<Built> = slice
+                    .iter()
+                    .map(|chain| build(chain, groups, now, last_updated))
+                    .collect();
+                (slice, built)
+            },
+            |_, (slice, built)| this.write_slice(slice, built, groups, results, &mut publish),
+        )?;
+        tx.commit().map_err(|e| StoreError::storage(PERSIST, &e))?;
+        Ok(publish)
     }
 
     /// Writes a slice's built chains and notes their results and cache updates.
@@ -287,13 +334,13 @@ impl<'a> Persist<'a> {
     /// again on the stored one, here on the writer: what a probe would have given.
     fn write_slice(
         &self,
-        slice: &[Chain<'_, '_>],
+        slice: Vec<Chain<'_>>,
         built: Vec<Built>,
         groups: &[ObservationGroup],
         results: &mut Results,
         publish: &mut Publish,
     ) -> Result<(), StoreError> {
-        for (chain, built) in slice.iter().zip(built) {
+        for (chain, built) in slice.into_iter().zip(built) {
             if let (Base::Presumed(_), Some(changed)) = (&chain.base, &built.changed) {
                 let inserted = db::insert_canonical_observation(
                     self.conn,
@@ -314,7 +361,7 @@ impl<'a> Persist<'a> {
                         cacheable: chain.cacheable,
                     };
                     let rebuilt = build(&replay, groups, self.now, self.last_updated);
-                    self.note(&replay, rebuilt, true, results, publish)?;
+                    self.note(replay, rebuilt, true, results, publish)?;
                     continue;
                 }
                 // Else the id is a resource's without this identifier: `write` writes it as
@@ -329,7 +376,7 @@ impl<'a> Persist<'a> {
     /// `write` (else it is written already).
     fn note(
         &self,
-        chain: &Chain<'_, '_>,
+        chain: Chain<'_>,
         built: Built,
         write: bool,
         results: &mut Results,
@@ -341,24 +388,21 @@ impl<'a> Persist<'a> {
         match built.changed {
             Some(mut changed) => {
                 if write {
-                    self.write(chain, &mut changed)?;
+                    self.write(&chain, &mut changed)?;
                 }
                 if chain.cacheable {
-                    let entry = CachedObservation::new(
-                        chain.id().to_owned(),
-                        changed.version,
-                        changed.into_stored(),
-                    );
-                    publish.entries.push((chain.identifier.clone(), entry));
+                    let id = chain.base.into_id();
+                    let entry = CachedObservation::new(id, changed.version, changed.into_stored());
+                    publish.entries.push((chain.identifier, entry));
                 }
             }
-            None => match &chain.base {
+            None => match chain.base {
                 Base::Stored(found) if chain.cacheable && built.base_readable => {
-                    let entry =
-                        CachedObservation::new(found.id.clone(), found.version, found.body.clone());
-                    publish.entries.push((chain.identifier.clone(), entry));
+                    let entry = CachedObservation::new(found.id, found.version, found.body);
+                    publish.entries.push((chain.identifier, entry));
                 }
-                Base::Cached(_) => publish.touched.push(chain.identifier.clone()),
+                // Unchanged (or failed on its own): back into the cache as it was.
+                Base::Cached(cached) => publish.entries.push((chain.identifier, cached)),
                 _ => {}
             },
         }
@@ -395,8 +439,8 @@ impl<'a> Persist<'a> {
     /// Where the Observation with `identity` stands: cached, stored, or new. A one-instant
     /// Observation (not `cacheable`) is presumed new without a probe when every stored
     /// Observation is canonical: its insert is the probe.
-    fn base(&self, identity: ObservationIdentity, cacheable: bool) -> Result<Base<'a>, StoreError> {
-        if let Some(cached) = self.observations.peek(&identity.identifier_value) {
+    fn base(&mut self, identity: ObservationIdentity, cacheable: bool) -> Result<Base, StoreError> {
+        if let Some(cached) = self.observations.take(&identity.identifier_value) {
             return Ok(Base::Cached(cached));
         }
         if !cacheable && !self.identifier_rows {
@@ -419,7 +463,7 @@ impl<'a> Persist<'a> {
     }
 
     /// Writes a chain's new state.
-    fn write(&self, chain: &Chain<'_, '_>, changed: &mut Changed) -> Result<(), StoreError> {
+    fn write(&self, chain: &Chain<'_>, changed: &mut Changed) -> Result<(), StoreError> {
         let id = chain.id();
         let written = if matches!(chain.base, Base::New(_) | Base::Presumed(_)) {
             debug_assert_eq!(
@@ -463,57 +507,9 @@ impl<'a> Persist<'a> {
     }
 }
 
-/// Builds every chain, on up to `workers` threads.
-fn build_all(
-    chains: &[Chain<'_, '_>],
-    groups: &[ObservationGroup],
-    workers: usize,
-    now: DateTime<Utc>,
-    last_updated: &str,
-) -> Vec<Built> {
-    let workers = workers.min(chains.len() / (PARALLEL_MIN_CHAINS / 2)).max(1);
-    if workers == 1 || chains.len() < PARALLEL_MIN_CHAINS {
-        return chains
-            .iter()
-            .map(|chain| build(chain, groups, now, last_updated))
-            .collect();
-    }
-    // Workers take chains one at a time: chains differ in cost (a create vs. a merge of an hour
-    // of SampledData), so fixed shares would leave threads idle.
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(chain) = chains.get(i) else { break };
-            done.push((i, build(chain, groups, now, last_updated)));
-        }
-        done
-    };
-    let mut slots: Vec<Option<Built>> = (0..chains.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
-        let mut all = work();
-        for helper in helpers {
-            match helper.join() {
-                Ok(done) => all.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        for (i, built) in all {
-            slots[i] = Some(built);
-        }
-    });
-    slots
-        .into_iter()
-        // Every index below chains.len() was taken by exactly one worker.
-        .map(|slot| slot.unwrap_or_else(|| unreachable!("a chain was not built")))
-        .collect()
-}
-
 /// Applies a chain's groups to its base, in order.
 fn build(
-    chain: &Chain<'_, '_>,
+    chain: &Chain<'_>,
     groups: &[ObservationGroup],
     now: DateTime<Utc>,
     last_updated: &str,
