@@ -12,7 +12,9 @@
 //! # What must hold
 //! * An entry is the committed state of its Observation: the store inserts entries only after
 //!   the transaction that wrote them committed, and drops them all when a resource is replaced
-//!   from outside (`put_resource`).
+//!   from outside (`put_resource`). A transaction takes out the entries of the Observations it
+//!   works on ([`ObservationCache::take`]), so the cache never holds a second copy of them,
+//!   and puts them (or their successors) back once committed.
 //! * The entries' weights (their bytes, id and key plus [`ENTRY_OVERHEAD`]) never add up to
 //!   more than the limit: the least recently used entries are evicted first.
 

@@ -1,37 +1,40 @@
-//! One `persist` call: plan, build and merge (in parallel), write; the caller commits and then
-//! publishes to the caches.
+//! One transaction of a `persist` call: plan, build and merge (in parallel), write, commit;
+//! the caller then publishes to the caches.
 //!
 //! 1. **Plan** (sequential, in the transaction): per group, its template, its identity
 //!    (Device, Patient, Encounter: may create resources, see `identity`) and its Observation
 //!    identity. Groups for the same Observation form one *chain*, in input order, whose base is
-//!    the cached Observation, the stored one, or none. One-instant Observations are not looked
-//!    up but *presumed* new (only a replay finds one stored): when the stored Observations are
-//!    all canonical, the insert's primary key is the lookup, and a chain whose insert finds
-//!    its Observation is built again on it by the writer. That saves a primary-key probe per
-//!    new one-instant Observation.
+//!    the cached Observation (taken out of the cache), the stored one, or none. One-instant
+//!    Observations are not looked up but *presumed* new (only a replay finds one stored): when
+//!    the stored Observations are all canonical, the insert's primary key is the lookup, and a
+//!    chain whose insert finds its Observation is built again on it by the writer. That saves
+//!    a primary-key probe per new one-instant Observation.
 //! 2. **Build** (no I/O): each chain starts from its base and applies its groups in order —
 //!    create, merge (`iomt_transform`'s functions), or unchanged — then serializes and
 //!    compresses the result. Chains are independent, so with [`LocalStoreConfig::workers`]
-//!    above one they are built on other threads than the writer's.
-//! 3. **Write** (sequential): every changed Observation once.
+//!    above one they are built on helper threads *and* the writer (see `ordered`).
+//! 3. **Write** (sequential): every changed Observation once, slice after slice in order;
+//!    then the commit.
 //!
-//! Build and write go over slices of `BUILD_SLICE` chains, so a transaction holds the built
-//! Observations of a slice or two, not of all its chains. With one worker they alternate on
-//! the calling thread; with more, builder threads build the next slice while the calling
-//! thread writes this one (SQLite has one writer; building is most of the CPU time), handing
-//! slices over a channel of one, in order.
+//! Build and write go over slices of `BUILD_SLICE` chains, built at most `BUILD_AHEAD`
+//! slices ahead of the one being written, so a transaction holds the built Observations of a
+//! few slices, not of all its chains. A builder takes its slice's chains and hands them to
+//! the writer with what it built, and the writer drops each chain once written: a base lives
+//! no longer than its write.
 //!
 //! # What must hold
 //! * Groups of one Observation are applied in input order, each seeing the previous one's
 //!   result, exactly as if the call were made once per group.
-//! * The Observation cache is only read until the commit: a failed call leaves it untouched,
-//!   and [`Publish`] is applied only after the commit.
+//! * The caches learn a transaction's results only after its commit ([`Publish`]). A cached
+//!   Observation a transaction works on is out of the cache meanwhile; when the transaction
+//!   rolls back, it stays out, and the next call reads the committed state from the file.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
 use iomt_transform::{
     FhirTemplate, FhirTemplates, JsonMergeOutcome, MergeOutcome, ObservationGroup,
     ObservationIdentity, PeriodInterval, ResolvedIds, SERVICE_SYSTEM,
@@ -57,8 +60,8 @@ const PARALLEL_MIN_CHAINS: usize = 64;
 /// few enough that their Observations take a few megabytes.
 const BUILD_SLICE: usize = 256;
 
-/// Slices built ahead of the one being written: enough to keep builders busy through a
-/// commit, few enough to bound what built Observations hold.
+/// Slices built ahead of the one being written: enough to keep builders busy while the
+/// writer writes, few enough to bound what built Observations hold.
 const BUILD_AHEAD: usize = 4;
 
 /// A group's result before the commit.
@@ -74,7 +77,8 @@ pub(crate) type Results = Vec<Option<Result<Written, StoreError>>>;
 
 /// What a chain starts from.
 enum Base {
-    /// No such Observation yet.
+    /// No such Observation yet. (Its identity's `identifier_value` is the chain's
+    /// `identifier`, moved there; [`create`] puts it back.)
     New(ObservationIdentity),
     /// Presumed new without a probe: a one-instant Observation, which only a replay finds
     /// stored. Its insert finds out otherwise, and the chain is then built again on the stored
@@ -248,9 +252,12 @@ impl<'a> Persist<'a> {
 
         // 1. Plan.
         let mut chains: Vec<Chain<'_>> = Vec::new();
-        let mut chain_of: HashMap<String, usize> = HashMap::new();
+        // Chains by identifier, as indices into `chains` (whose identifiers are the keys: no
+        // second copy of each).
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let mut chain_of: HashTable<usize> = HashTable::new();
         for (index, group) in groups.iter().enumerate() {
-            let (template, identity) = match self.plan(group, templates, &mut resolved) {
+            let (template, mut identity) = match self.plan(group, templates, &mut resolved) {
                 Ok(planned) => planned,
                 Err(e @ StoreError::Storage { .. }) => return Err(e),
                 Err(e) => {
@@ -259,13 +266,18 @@ impl<'a> Persist<'a> {
                 }
             };
             let cacheable = group.window.interval != PeriodInterval::Single;
-            if let Some(&c) = chain_of.get(&identity.identifier_value) {
+            let hash = hasher.hash_one(identity.identifier_value.as_str());
+            if let Some(&c) =
+                chain_of.find(hash, |&c| chains[c].identifier == identity.identifier_value)
+            {
                 chains[c].groups.push((index, template));
                 chains[c].cacheable |= cacheable;
                 continue;
             }
-            let identifier = identity.identifier_value.clone();
-            let base = match self.base(identity, cacheable) {
+            // The chain keeps the identifier; a new Observation's identity gets it back when
+            // it is created.
+            let identifier = std::mem::take(&mut identity.identifier_value);
+            let base = match self.base(identity, &identifier, cacheable) {
                 Ok(base) => base,
                 Err(e @ StoreError::Storage { .. }) => return Err(e),
                 Err(e) => {
@@ -273,7 +285,9 @@ impl<'a> Persist<'a> {
                     continue;
                 }
             };
-            chain_of.insert(identifier.clone(), chains.len());
+            chain_of.insert_unique(hash, chains.len(), |&c| {
+                hasher.hash_one(chains[c].identifier.as_str())
+            });
             chains.push(Chain {
                 identifier,
                 base,
@@ -439,19 +453,19 @@ impl<'a> Persist<'a> {
     /// Where the Observation with `identity` stands: cached, stored, or new. A one-instant
     /// Observation (not `cacheable`) is presumed new without a probe when every stored
     /// Observation is canonical: its insert is the probe.
-    fn base(&mut self, identity: ObservationIdentity, cacheable: bool) -> Result<Base, StoreError> {
-        if let Some(cached) = self.observations.take(&identity.identifier_value) {
+    fn base(
+        &mut self,
+        identity: ObservationIdentity,
+        identifier: &str,
+        cacheable: bool,
+    ) -> Result<Base, StoreError> {
+        if let Some(cached) = self.observations.take(identifier) {
             return Ok(Base::Cached(cached));
         }
         if !cacheable && !self.identifier_rows {
             return Ok(Base::Presumed(identity));
         }
-        let mut found = db::find_observation(
-            self.conn,
-            PERSIST,
-            &identity.identifier_value,
-            self.identifier_rows,
-        )?;
+        let mut found = db::find_observation(self.conn, PERSIST, identifier, self.identifier_rows)?;
         match found.len() {
             0 => Ok(Base::New(identity)),
             1 => Ok(found.pop().map_or(Base::New(identity), Base::Stored)),
@@ -555,7 +569,14 @@ fn build(
             let (Base::New(identity) | Base::Presumed(identity)) = &chain.base else {
                 unreachable!("only a new chain starts without a body")
             };
-            match create(template, group, identity, now, last_updated) {
+            match create(
+                template,
+                group,
+                identity,
+                &chain.identifier,
+                now,
+                last_updated,
+            ) {
                 Ok(new) => {
                     body = Some(new);
                     version = 1;
@@ -612,12 +633,16 @@ fn create(
     template: &dyn FhirTemplate,
     group: &ObservationGroup,
     identity: &ObservationIdentity,
+    identifier: &str,
     now: DateTime<Utc>,
     last_updated: &str,
 ) -> Result<Body, StoreError> {
     let observation = template
         .create_observation(group, now)?
-        .with_identity(identity.clone());
+        .with_identity(ObservationIdentity {
+            identifier_value: identifier.to_owned(),
+            ..identity.clone()
+        });
     if let Some(bytes) = splice_meta(&observation.to_json_bytes(), &identity.id, 1, last_updated) {
         return Ok(Body::Bytes(bytes));
     }
