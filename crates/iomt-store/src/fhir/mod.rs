@@ -383,7 +383,6 @@ impl LocalFhirStore {
                 identities,
                 now,
                 last_updated: &last_updated,
-                identifier_rows: false,
             }
             .run(chunk, templates);
             results.extend(chunk_results);

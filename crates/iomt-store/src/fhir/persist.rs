@@ -212,9 +212,6 @@ pub(crate) struct Persist<'a> {
     pub identities: &'a mut IdentityCache,
     pub now: DateTime<Utc>,
     pub last_updated: &'a str,
-    /// Whether some Observation has identifier rows (read at the transaction's start; only
-    /// `put_resource`, under the same writer lock, adds them).
-    pub identifier_rows: bool,
 }
 
 impl<'a> Persist<'a> {
@@ -247,7 +244,9 @@ impl<'a> Persist<'a> {
         let tx = conn
             .unchecked_transaction()
             .map_err(|e| StoreError::storage(PERSIST, &e))?;
-        self.identifier_rows = db::observations_have_identifier_rows(conn, PERSIST)?;
+        // Whether some Observation has identifier rows (only `put_resource`, under the same
+        // writer lock, adds them).
+        let identifier_rows = db::observations_have_identifier_rows(conn, PERSIST)?;
         let mut resolved = Resolved::default();
 
         // 1. Plan.
@@ -277,7 +276,7 @@ impl<'a> Persist<'a> {
             // The chain keeps the identifier; a new Observation's identity gets it back when
             // it is created.
             let identifier = std::mem::take(&mut identity.identifier_value);
-            let base = match self.base(identity, &identifier, cacheable) {
+            let base = match self.base(identity, &identifier, cacheable, identifier_rows) {
                 Ok(base) => base,
                 Err(e @ StoreError::Storage { .. }) => return Err(e),
                 Err(e) => {
@@ -452,20 +451,21 @@ impl<'a> Persist<'a> {
 
     /// Where the Observation with `identity` stands: cached, stored, or new. A one-instant
     /// Observation (not `cacheable`) is presumed new without a probe when every stored
-    /// Observation is canonical: its insert is the probe.
+    /// Observation is canonical (no `identifier_rows`): its insert is the probe.
     fn base(
         &mut self,
         identity: ObservationIdentity,
         identifier: &str,
         cacheable: bool,
+        identifier_rows: bool,
     ) -> Result<Base, StoreError> {
         if let Some(cached) = self.observations.take(identifier) {
             return Ok(Base::Cached(cached));
         }
-        if !cacheable && !self.identifier_rows {
+        if !cacheable && !identifier_rows {
             return Ok(Base::Presumed(identity));
         }
-        let mut found = db::find_observation(self.conn, PERSIST, identifier, self.identifier_rows)?;
+        let mut found = db::find_observation(self.conn, PERSIST, identifier, identifier_rows)?;
         match found.len() {
             0 => Ok(Base::New(identity)),
             1 => Ok(found.pop().map_or(Base::New(identity), Base::Stored)),
