@@ -84,9 +84,7 @@ impl ObservationCache {
     /// Adds or replaces the entry for `identifier`, evicting as needed. An entry larger than
     /// the whole cache is not kept (and its old entry goes).
     pub fn insert(&mut self, identifier: String, entry: CachedObservation) {
-        if let Some(old) = self.entries.remove(&identifier) {
-            self.bytes -= old.weight;
-        }
+        drop(self.take(&identifier));
         if entry.weight > self.limit {
             return;
         }
