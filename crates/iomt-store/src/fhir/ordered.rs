@@ -59,21 +59,22 @@ impl<T> Shared<T> {
         })
     }
 
-    /// Stops everything, waking every thread; from a builder thread that panicked, tells the
-    /// consumer so.
-    fn stop(&self, builder_panicked: bool) {
-        let mut state = self.lock();
-        state.stopped = true;
-        state.builder_panicked |= builder_panicked;
-        drop(state);
+    /// Changes the state and wakes every waiting thread.
+    fn update(&self, change: impl FnOnce(&mut State<T>)) {
+        change(&mut self.lock());
         self.changed.notify_all();
     }
 
+    /// Stops everything; from a builder thread that panicked, tells the consumer so.
+    fn stop(&self, builder_panicked: bool) {
+        self.update(|state| {
+            state.stopped = true;
+            state.builder_panicked |= builder_panicked;
+        });
+    }
+
     fn deliver(&self, index: usize, built: T) {
-        let mut state = self.lock();
-        state.ready[index] = Some(built);
-        drop(state);
-        self.changed.notify_all();
+        self.update(|state| state.ready[index] = Some(built));
     }
 }
 
@@ -179,10 +180,7 @@ where
                 outcome = Err(e);
                 break;
             }
-            let mut state = shared.lock();
-            state.next_to_consume = index + 1;
-            drop(state);
-            shared.changed.notify_all();
+            shared.update(|state| state.next_to_consume = index + 1);
         }
         drop(stop);
         for thread in threads {
