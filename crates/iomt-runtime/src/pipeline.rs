@@ -27,8 +27,10 @@
 //!    and retries without limit — an outage dead-letters nothing; a group that keeps failing
 //!    while the destination is healthy is dead-lettered after `max_attempts`.
 //! 6. **Dead letters** of the batch are written (durably) to the store.
-//! 7. **Checkpoint**: the log position after the batch is committed (the log may then drop
-//!    the segments behind it), or the Kafka offsets after the batch are committed.
+//! 7. **Checkpoint**: once what the batch saved is durable ([`Sink::sync`]: the local store
+//!    flushes its write-ahead log), the log position after the batch is committed (the log
+//!    may then drop the segments behind it), or the Kafka offsets after the batch are
+//!    committed. On the log this runs while the next batch is written.
 //!
 //! ## Two halves, overlapped
 //! Steps 1, 2 and 4 are CPU work; steps 3, 5, 6 and 7 mostly wait on a writer (the local
@@ -51,10 +53,11 @@
 //!
 //! # What must hold
 //! * The checkpoint (log position or Kafka offset) moves past a record only once everything
-//!   derived from it, and from every record before it, is persisted, produced and
+//!   derived from it, and from every record before it, is persisted durably, produced and
 //!   acknowledged, or in the dead-letter store. Checkpoints are committed by the finisher
-//!   alone, in batch order, so they only move forward. A crash at any point replays at most
-//!   the batches not yet committed (the one being written and the one prepared behind it),
+//!   (or, on the log, a task it awaits before the next one starts), in batch order, so they
+//!   only move forward. A crash at any point replays at most the batches not yet committed
+//!   (the one being made durable, the one being written and the one prepared behind it),
 //!   and replays are harmless: Observation ids are deterministic and merges idempotent. A
 //!   Kafka commit that fails because a rebalance moved the partitions only means the new
 //!   owner replays those batches.
@@ -86,7 +89,7 @@ use crate::event::{DeviceEvent, EventKind};
 use crate::kafka::{KafkaInput, NormalizedProducer, Offsets};
 use crate::mappings::{Mappings, MappingsHandle};
 use crate::metrics::{Metrics, OutcomeLabel};
-use crate::sink::{Sink, SinkOutcome};
+use crate::sink::{SavedKind, Sink, SinkOutcome};
 use crate::status::Status;
 
 /// The log consumer name under which the pipeline checkpoints.
@@ -278,7 +281,8 @@ impl Pipeline {
         }
     }
 
-    /// The Kafka finisher: writes each prepared batch, then commits its offsets, in order.
+    /// The Kafka finisher: writes each prepared batch, makes it durable, then commits its
+    /// offsets, in order.
     async fn finish_kafka(
         &self,
         input: &KafkaInput,
@@ -287,6 +291,9 @@ impl Pipeline {
     ) -> Result<(), RuntimeError> {
         while let Some((prepared, offsets)) = batches.recv().await {
             self.finish_batch(prepared, &drain).await?;
+            if let Some(sink) = self.sink() {
+                sink.sync().await?;
+            }
             input.commit(&offsets).await;
         }
         Ok(())
@@ -371,33 +378,63 @@ impl Pipeline {
         }
     }
 
-    /// The log finisher: writes each prepared batch, then commits the log position after it,
-    /// in order.
+    /// The log finisher: writes each prepared batch; then, while the next batch is written,
+    /// makes it durable ([`Sink::sync`]) and commits the log position after it. Commits go
+    /// in batch order: a batch's starts once the previous one's is done.
     async fn finish_log(
         &self,
         log: &Log,
         mut batches: mpsc::Receiver<(PreparedBatch<'_>, u64)>,
         drain: watch::Receiver<bool>,
     ) -> Result<(), RuntimeError> {
+        let mut committing: Option<tokio::task::JoinHandle<Result<(), RuntimeError>>> = None;
         while let Some((prepared, next)) = batches.recv().await {
-            self.finish_batch(prepared, &drain).await?;
+            let finished = self.finish_batch(prepared, &drain).await;
+            if let Some(previous) = committing.take() {
+                previous.await.map_err(join_error)??;
+            }
+            finished?;
+            committing = Some(tokio::spawn(self.commit_log(log, next)));
+        }
+        if let Some(last) = committing {
+            last.await.map_err(join_error)??;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable, then commits the log position `next`.
+    fn commit_log(
+        &self,
+        log: &Log,
+        next: u64,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send + 'static {
+        let sink = self.sink().cloned();
+        let (log, status, metrics) = (log.clone(), self.status.clone(), self.metrics.clone());
+        async move {
+            if let Some(sink) = sink {
+                sink.sync().await?;
+            }
             // Two syncs: off the async workers, which also drive the preparer.
             let committing = log.clone();
             tokio::task::spawn_blocking(move || committing.commit(CONSUMER, next))
                 .await
                 .map_err(join_error)??;
-            self.status.set_checkpoint(next);
-            self.update_lag(log, next);
+            status.set_checkpoint(next);
+            update_lag(&metrics, &log, next);
+            Ok(())
         }
-        Ok(())
+    }
+
+    /// The sink, when the pipeline persists.
+    fn sink(&self) -> Option<&Sink> {
+        match &self.output {
+            PipelineOutput::Persist(sink) => Some(sink),
+            PipelineOutput::Produce(_) => None,
+        }
     }
 
     fn update_lag(&self, log: &Log, position: u64) {
-        let stats = log.stats();
-        self.metrics
-            .log_lag_records
-            .set(stats.end_offset.saturating_sub(position) as i64);
-        self.metrics.log_bytes.set(stats.retained_bytes as i64);
+        update_lag(&self.metrics, log, position);
     }
 
     /// Reads one batch: waits for a first record (up to the flush interval), then gathers
@@ -593,26 +630,21 @@ impl Pipeline {
         drain: &watch::Receiver<bool>,
     ) -> Result<Vec<NewDeadLetter>, RuntimeError> {
         let mut dead = Vec::new();
-        let mut pending: Vec<(ObservationGroup, u32)> =
-            groups.into_iter().map(|g| (g, 0)).collect();
+        // The groups to write and, beside them, the attempts each has failed.
+        let mut attempts = vec![0; groups.len()];
+        let mut pending = groups;
         let mut backoff = Duration::from_millis(500);
         while !pending.is_empty() {
-            let attempts: Vec<u32> = pending.iter().map(|(_, a)| *a).collect();
-            let batch: Vec<ObservationGroup> = pending.drain(..).map(|(g, _)| g).collect();
-            let total = batch.len();
-            let outcomes = sink.persist(batch, templates.clone()).await;
+            let total = pending.len();
+            let outcomes = sink.persist(pending, templates.clone()).await;
             let mut retry = Vec::new();
             let mut saved_any = false;
-            for (outcome, attempt) in outcomes.into_iter().zip(attempts) {
+            let mut saved = [0u64; 3];
+            for (outcome, attempt) in outcomes.into_iter().zip(std::mem::take(&mut attempts)) {
                 match outcome {
                     SinkOutcome::Saved(kind) => {
                         saved_any = true;
-                        self.metrics
-                            .observations_saved
-                            .get_or_create(&OutcomeLabel {
-                                outcome: kind.label().into(),
-                            })
-                            .inc();
+                        saved[kind as usize] += 1;
                     }
                     SinkOutcome::Failed(f) if !f.retryable => {
                         saved_any = true; // the destination answered
@@ -627,6 +659,17 @@ impl Pipeline {
                     SinkOutcome::Failed(f) => retry.push((f, attempt + 1)),
                 }
             }
+            for kind in [SavedKind::Created, SavedKind::Updated, SavedKind::Unchanged] {
+                if saved[kind as usize] > 0 {
+                    self.metrics
+                        .observations_saved
+                        .get_or_create(&OutcomeLabel {
+                            outcome: kind.label().into(),
+                        })
+                        .inc_by(saved[kind as usize]);
+                }
+            }
+            pending = Vec::new();
             if retry.is_empty() {
                 self.metrics.destination_unavailable.set(0);
                 self.status.set_destination_error(None);
@@ -639,7 +682,10 @@ impl Pipeline {
                 self.metrics.destination_unavailable.set(1);
                 self.status.set_destination_error(Some(reason));
                 // During an outage attempts are not counted: nothing is dead-lettered.
-                pending = retry.into_iter().map(|(f, a)| (f.group, a - 1)).collect();
+                for (f, attempt) in retry {
+                    pending.push(f.group);
+                    attempts.push(attempt - 1);
+                }
             } else {
                 for (f, attempt) in retry {
                     if attempt >= self.settings.max_attempts {
@@ -651,7 +697,8 @@ impl Pipeline {
                             true,
                         ));
                     } else {
-                        pending.push((f.group, attempt));
+                        pending.push(f.group);
+                        attempts.push(attempt);
                     }
                 }
                 self.metrics.persist_retries.inc_by(pending.len() as u64);
@@ -703,6 +750,15 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Sets the log's lag and size metrics, for a consumer at `position`.
+fn update_lag(metrics: &Metrics, log: &Log, position: u64) {
+    let stats = log.stats();
+    metrics
+        .log_lag_records
+        .set(stats.end_offset.saturating_sub(position) as i64);
+    metrics.log_bytes.set(stats.retained_bytes as i64);
 }
 
 fn join_error(e: tokio::task::JoinError) -> RuntimeError {

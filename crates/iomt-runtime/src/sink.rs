@@ -10,6 +10,8 @@ use iomt_fhir_client::{PersistOutcome, Persister, RetryHint};
 use iomt_store::{LocalFhirStore, LocalIdentityMode, StoreOutcome};
 use iomt_transform::{FhirTemplates, ObservationGroup};
 
+use crate::error::RuntimeError;
+
 /// What happened to one group.
 #[derive(Debug)]
 pub enum SinkOutcome {
@@ -138,7 +140,29 @@ impl Sink {
         }
     }
 
-    /// Persists `groups` with `templates`; one outcome per group, in order.
+    /// Makes what [`persist`](Self::persist) saved durable. The local store's `persist`
+    /// leaves flushing its write-ahead log to this, so the pipeline writes its next batch
+    /// while the flush runs; a FHIR server's answers are durable already.
+    ///
+    /// # Errors
+    /// The flush failed: stop, and let the input replay from its last checkpoint (see
+    /// [`LocalFhirStore::sync`] for why a flush is not retried).
+    pub async fn sync(&self) -> Result<(), RuntimeError> {
+        match self {
+            Sink::Fhir(_) => Ok(()),
+            Sink::Local(store) => {
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.sync()).await {
+                    Ok(flushed) => Ok(flushed?),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => Err(RuntimeError::Interrupted),
+                }
+            }
+        }
+    }
+
+    /// Persists `groups` with `templates`; one outcome per group, in order. Saved groups are
+    /// durable once [`sync`](Self::sync) returned `Ok`.
     pub async fn persist(
         &self,
         groups: Vec<ObservationGroup>,
@@ -171,9 +195,9 @@ impl Sink {
 }
 
 /// Persists `groups` into the local store in one blocking call (the store takes them in
-/// transactions of bounded size and flushes its log once, see
-/// [`LocalFhirStore::persist`]). If that task is cancelled before it ran (the runtime is
-/// shutting down), nothing was written and every group comes back as a retryable failure.
+/// transactions of bounded size, see [`LocalFhirStore::persist_unsynced`]; [`Sink::sync`]
+/// flushes them). If that task is cancelled before it ran (the runtime is shutting down),
+/// nothing was written and every group comes back as a retryable failure.
 async fn persist_local(
     store: &Arc<LocalFhirStore>,
     groups: Vec<ObservationGroup>,
@@ -192,7 +216,7 @@ async fn persist_local(
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_default();
-        task_store.persist(groups, &templates)
+        task_store.persist_unsynced(groups, &templates)
     })
     .await;
     match joined {

@@ -54,11 +54,18 @@
 //! the call saved comes back `Failed` and retryable (the commits are kept; a retry merges
 //! idempotently). [`put_resource`](LocalFhirStore::put_resource) is used for seeding and
 //! flushes the same way.
+//!
+//! The service splits that in two: [`persist_unsynced`](LocalFhirStore::persist_unsynced)
+//! commits, and [`sync`](LocalFhirStore::sync) flushes every commit so far. The pipeline
+//! writes its next batch while the previous one's flush runs, and moves its checkpoint past a
+//! batch only once a flush after it succeeded. A failed flush is not retried (see `sync`).
+//! Freeing a call's groups happens on a thread of its own (see `deferred_drop`).
 
 mod body;
 mod cache;
 mod checkpoint;
 mod db;
+mod deferred_drop;
 mod identity;
 mod ordered;
 mod persist;
@@ -69,6 +76,7 @@ use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -78,6 +86,7 @@ use serde_json::Value;
 
 use self::cache::ObservationCache;
 use self::checkpoint::Checkpointer;
+use self::deferred_drop::DeferredDrop;
 use self::identity::IdentityCache;
 use self::persist::{PERSIST, Persist, Written};
 use self::resource::{RESOURCE_TYPES, instant, is_valid_id, known_type, parse_stored};
@@ -300,6 +309,10 @@ pub struct LocalFhirStore {
     config: LocalStoreConfig,
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
+    /// Whether a commit may not be flushed to the disk yet (see [`LocalFhirStore::sync`]).
+    unsynced: AtomicBool,
+    /// Frees the groups of a call off the caller's path (see `deferred_drop`).
+    deferred_drop: DeferredDrop,
 }
 
 #[derive(Debug)]
@@ -345,6 +358,8 @@ impl LocalFhirStore {
             }),
             reader: Mutex::new(reader),
             config,
+            unsynced: AtomicBool::new(false),
+            deferred_drop: DeferredDrop::start("iomt-store-drop"),
         })
     }
 
@@ -360,6 +375,46 @@ impl LocalFhirStore {
         &self,
         groups: Vec<ObservationGroup>,
         templates: &FhirTemplates,
+    ) -> Vec<StoreOutcome> {
+        self.persist_calls(groups, templates, true)
+    }
+
+    /// As [`persist`](Self::persist), but what it returns as saved is committed (later calls
+    /// and readers see it; a crash of the process keeps it) and durable against a power cut
+    /// only once a later [`sync`](Self::sync) returned `Ok`. So a caller can write its next
+    /// batch while this one's flush runs, and must not acknowledge a group's input before.
+    pub fn persist_unsynced(
+        &self,
+        groups: Vec<ObservationGroup>,
+        templates: &FhirTemplates,
+    ) -> Vec<StoreOutcome> {
+        self.persist_calls(groups, templates, false)
+    }
+
+    /// Makes every commit so far durable against a power cut: flushes the write-ahead log to
+    /// the disk (`fdatasync`), unless nothing was written since the last flush. It may run
+    /// while another thread persists.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] when the flush fails. Do not retry it: after a failed flush
+    /// the operating system may have dropped the pages it could not write, and a second
+    /// flush can then succeed without them. Stop, and on the next start let the input replay
+    /// everything after its last acknowledged position (merges are idempotent).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        if !self.unsynced.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.sync_log().inspect_err(|_| {
+            self.unsynced.store(true, Ordering::SeqCst);
+        })
+    }
+
+    /// [`persist`](Self::persist) (`sync`) or [`persist_unsynced`](Self::persist_unsynced).
+    fn persist_calls(
+        &self,
+        groups: Vec<ObservationGroup>,
+        templates: &FhirTemplates,
+        sync: bool,
     ) -> Vec<StoreOutcome> {
         if groups.is_empty() {
             return Vec::new();
@@ -389,11 +444,14 @@ impl LocalFhirStore {
             publish.apply(observations, identities);
         }
         drop(guard);
-        // One flush of the write-ahead log for every transaction of the call.
-        let wrote = results
+        if results
             .iter()
-            .any(|r| matches!(r, Ok(Written::Created(_) | Written::Updated(_))));
-        if wrote && let Err(error) = self.sync_log() {
+            .any(|r| matches!(r, Ok(Written::Created(_) | Written::Updated(_))))
+        {
+            self.unsynced.store(true, Ordering::SeqCst);
+        }
+        // One flush of the write-ahead log for every transaction of the call.
+        if sync && let Err(error) = self.sync() {
             // Unchanged groups too: what they found may be one of this call's writes.
             for result in &mut results {
                 if result.is_ok() {
@@ -401,21 +459,31 @@ impl LocalFhirStore {
                 }
             }
         }
+        let outcome = |result: Result<Written, StoreError>| match result {
+            Ok(Written::Created(id)) => Ok(StoreOutcome::Created { id }),
+            Ok(Written::Updated(id)) => Ok(StoreOutcome::Updated { id }),
+            Ok(Written::Unchanged(id)) => Ok(StoreOutcome::Unchanged { id }),
+            Err(error) => Err(error),
+        };
+        if results.iter().all(Result::is_ok) {
+            // No outcome needs its group back: free them off the caller's path.
+            let outcomes = results
+                .into_iter()
+                .filter_map(|result| outcome(result).ok())
+                .collect();
+            self.deferred_drop.drop_later(groups);
+            return outcomes;
+        }
         groups
             .into_iter()
             .zip(results)
-            .map(|(group, result)| match result {
-                Ok(Written::Created(id)) => StoreOutcome::Created { id },
-                Ok(Written::Updated(id)) => StoreOutcome::Updated { id },
-                Ok(Written::Unchanged(id)) => StoreOutcome::Unchanged { id },
-                Err(error) => StoreOutcome::Failed { group, error },
+            .map(|(group, result)| {
+                outcome(result).unwrap_or_else(|error| StoreOutcome::Failed { group, error })
             })
             .collect()
     }
 
-    /// Makes every commit so far durable: flushes the write-ahead log to the disk.
-    /// `synchronous=NORMAL` leaves that to checkpoints; a persist call does it once for all its
-    /// transactions instead of once per commit as `FULL` would.
+    /// Flushes the write-ahead log to the disk (see [`sync`](Self::sync)).
     fn sync_log(&self) -> Result<(), StoreError> {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");

@@ -769,6 +769,88 @@ fn a_failed_write_keeps_nothing_of_the_call() {
     );
 }
 
+/// `persist_unsynced` commits without flushing; `sync` flushes what was written since the last
+/// flush, reports a flush that failed, and keeps reporting it until one succeeds. (A flush
+/// fails here because the log file is moved away; SQLite keeps writing to its open handle.)
+#[test]
+fn sync_flushes_what_persist_unsynced_wrote_and_reports_a_failed_flush() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LocalStoreConfig::default());
+    let templates = templates();
+    let wal = dir.path().join("fhir.db-wal");
+    let moved = dir.path().join("moved-wal");
+
+    // Nothing written: nothing to flush, even without a log file to flush.
+    store.sync().unwrap();
+    let a = group(&heart_rate("band-a", "p-a", "2026-11-26T08:00:05Z", 70));
+    let outcomes = store.persist_unsynced(vec![a.clone()], &templates);
+    assert!(
+        matches!(outcomes[..], [StoreOutcome::Created { .. }]),
+        "{outcomes:?}"
+    );
+    // Committed: readers and later calls see it before any flush.
+    assert_eq!(store.counts().unwrap().observations, 1);
+    let replay = store.persist_unsynced(vec![a], &templates);
+    assert!(
+        matches!(replay[..], [StoreOutcome::Unchanged { .. }]),
+        "{replay:?}"
+    );
+
+    std::fs::rename(&wal, &moved).unwrap();
+    for _ in 0..2 {
+        let error = store.sync().unwrap_err();
+        assert!(matches!(error, StoreError::Storage { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("flushing the write-ahead log"),
+            "{error}"
+        );
+    }
+    std::fs::rename(&moved, &wal).unwrap();
+    store.sync().unwrap();
+
+    // Flushed: the next sync has nothing to do, even without the file.
+    std::fs::rename(&wal, &moved).unwrap();
+    store.sync().unwrap();
+    // A write makes the next one flush again.
+    let b = group(&heart_rate("band-b", "p-b", "2026-11-26T08:00:05Z", 71));
+    let outcomes = store.persist_unsynced(vec![b], &templates);
+    assert!(
+        matches!(outcomes[..], [StoreOutcome::Created { .. }]),
+        "{outcomes:?}"
+    );
+    assert!(store.sync().is_err());
+    std::fs::rename(&moved, &wal).unwrap();
+    store.sync().unwrap();
+}
+
+/// `persist` flushes before it returns: when the flush fails, every group it saved comes
+/// back failed and retryable, and the retry finds them unchanged.
+#[test]
+fn a_failed_flush_fails_the_groups_persist_saved() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LocalStoreConfig::default());
+    let templates = templates();
+    let wal = dir.path().join("fhir.db-wal");
+    let moved = dir.path().join("moved-wal");
+    let a = group(&heart_rate("band-a", "p-a", "2026-11-26T08:00:05Z", 70));
+    // The log file exists once the first write began.
+    store.persist(
+        vec![group(&spo2("band-z", "p-z", "2026-11-26T08:00:05Z", 97))],
+        &templates,
+    );
+    std::fs::rename(&wal, &moved).unwrap();
+    let outcomes = store.persist(vec![a.clone()], &templates);
+    let (back, error) = failure(outcomes.into_iter().next().unwrap());
+    assert_eq!(back, a);
+    assert!(error.is_retryable(), "{error:?}");
+    std::fs::rename(&moved, &wal).unwrap();
+    let retried = store.persist(vec![a], &templates);
+    assert!(
+        matches!(retried[..], [StoreOutcome::Unchanged { .. }]),
+        "{retried:?}"
+    );
+}
+
 #[test]
 fn replayed_instants_are_found_by_their_insert() {
     // One-instant Observations are presumed new and not probed for: a replay must still merge
