@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use iomt_fhir_client::{PersistOutcome, Persister, RetryHint};
-use iomt_store::{LocalFhirStore, LocalIdentityMode, StoreOutcome};
+use iomt_store::{LocalFhirStore, LocalIdentityMode, StoreFailure, StoreOutcome};
 use iomt_transform::{FhirTemplates, ObservationGroup};
 
 use crate::error::RuntimeError;
@@ -249,12 +249,15 @@ fn from_store(outcome: StoreOutcome) -> SinkOutcome {
         StoreOutcome::Created { .. } => SinkOutcome::Saved(SavedKind::Created),
         StoreOutcome::Updated { .. } => SinkOutcome::Saved(SavedKind::Updated),
         StoreOutcome::Unchanged { .. } => SinkOutcome::Saved(SavedKind::Unchanged),
-        StoreOutcome::Failed { group, error } => SinkOutcome::Failed(Box::new(SinkFailure {
-            class: error.class().to_owned(),
-            reason: error.to_string(),
-            retryable: error.is_retryable(),
-            group,
-        })),
+        StoreOutcome::Failed(failure) => {
+            let StoreFailure { group, error } = *failure;
+            SinkOutcome::Failed(Box::new(SinkFailure {
+                class: error.class().to_owned(),
+                reason: error.to_string(),
+                retryable: error.is_retryable(),
+                group,
+            }))
+        }
     }
 }
 

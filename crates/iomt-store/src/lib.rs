@@ -39,8 +39,8 @@ pub use dead_letter::{
 };
 pub use error::{STORE_ERROR_CLASS, StoreError, UnknownStage};
 pub use fhir::{
-    LocalFhirStore, LocalIdentityMode, LocalStoreConfig, ResourceCounts, StoreOutcome,
-    UnknownIdentityMode,
+    LocalFhirStore, LocalIdentityMode, LocalStoreConfig, ResourceCounts, StoreFailure,
+    StoreOutcome, UnknownIdentityMode,
 };
 
 // The service shares both stores between tasks (`Arc`) and calls them from blocking threads.

@@ -253,7 +253,7 @@ pub(crate) fn splice_ticks(
     if bytes.first().is_none_or(|&b| b == b' ') || bytes.last() == Some(&b' ') {
         return None;
     }
-    let spaces = bytes.iter().fold(0u64, |n, &b| n + u64::from(b == b' '));
+    let spaces = count_spaces(bytes);
     let doubled = bytes
         .iter()
         .zip(&bytes[1..])
@@ -280,13 +280,23 @@ pub(crate) fn splice_ticks(
     Some(out)
 }
 
+/// How many bytes of `bytes` are spaces. Counted in blocks of up to 255 bytes with a byte-wide
+/// count, which vectorizes 16 or 32 bytes a step; a count in 64-bit lanes takes 4 bytes a step
+/// (SSE2), and this is the loop a merge into an hour of SampledData spends its time in.
+fn count_spaces(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|block| u64::from(block.iter().fold(0u8, |n, &b| n + u8::from(b == b' '))))
+        .sum()
+}
+
 /// The index just past the `n`th space from `position` (`position` when `n` is 0); the caller
 /// knows there are that many. Whole blocks are counted at once where they hold fewer.
 fn skip_spaces(bytes: &[u8], mut position: usize, mut n: u64) -> usize {
     const BLOCK: usize = 64;
     while n > 0 {
         if let Some(block) = bytes.get(position..position + BLOCK) {
-            let count = block.iter().fold(0u64, |c, &b| c + u64::from(b == b' '));
+            let count = count_spaces(block);
             if count < n {
                 n -= count;
                 position += BLOCK;
@@ -424,8 +434,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn splice_matches_parse_merge_build(
-            old in proptest::collection::vec(proptest::option::of("[0-9]{1,3}"), 1..40),
-            new in proptest::collection::vec((0i64..450, "[0-9E]{1,2}"), 1..12),
+            // Up to ~1,600 bytes of data: past the 64-byte blocks `skip_spaces` counts at once
+            // and the 255-byte blocks of `count_spaces`.
+            old in proptest::collection::vec(proptest::option::of("[0-9]{1,3}"), 1..400),
+            new in proptest::collection::vec((0i64..4_500, "[0-9E]{1,2}"), 1..12),
         ) {
             let (start, period) = (1_000i64, 10i64);
             let end = start + (old.len() as i64 - 1) * period + 3;
@@ -444,6 +456,26 @@ mod tests {
                 None => proptest::prop_assert!(!fits),
             }
         }
+    }
+
+    #[test]
+    fn spaces_are_counted_across_block_boundaries() {
+        let text: Vec<u8> = (0..2_000u32)
+            .map(|i| {
+                if (i * 7 + i / 13) % 3 == 0 {
+                    b' '
+                } else {
+                    b'7'
+                }
+            })
+            .collect();
+        for len in (0..300).chain([509, 510, 511, 764, 765, 766, 2_000]) {
+            let bytes = &text[..len];
+            let naive = bytes.iter().filter(|&&b| b == b' ').count() as u64;
+            assert_eq!(count_spaces(bytes), naive, "length {len}");
+        }
+        let spaces = vec![b' '; 1_000];
+        assert_eq!(count_spaces(&spaces), 1_000);
     }
 
     #[test]

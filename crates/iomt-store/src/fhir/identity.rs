@@ -116,10 +116,16 @@ impl Resolver<'_> {
         }
         let link = match self.config.identity {
             LocalIdentityMode::Create => match self.lookup(device_id) {
+                // No Device with the identifier: no need to search for it again.
                 Err(StoreError::NotFound {
-                    resource_type: "Device" | "Patient",
+                    resource_type: "Device",
                     ..
-                }) => self.create(group)?,
+                }) => self.create(group, false)?,
+                // A Device without its Patient.
+                Err(StoreError::NotFound {
+                    resource_type: "Patient",
+                    ..
+                }) => self.create(group, true)?,
                 other => other?,
             },
             LocalIdentityMode::Lookup | LocalIdentityMode::LookupWithEncounter => {
@@ -201,8 +207,13 @@ impl Resolver<'_> {
         })
     }
 
-    /// The create fallback: ensure the Patient, then the Device linked to it.
-    fn create(&self, group: &ObservationGroup) -> Result<DeviceLink, StoreError> {
+    /// The create fallback: ensure the Patient, then the Device linked to it (searched for
+    /// only when `device_exists`; else the lookup just found none, in this transaction).
+    fn create(
+        &self,
+        group: &ObservationGroup,
+        device_exists: bool,
+    ) -> Result<DeviceLink, StoreError> {
         let patient_id = group
             .patient_id
             .as_deref()
@@ -228,7 +239,12 @@ impl Resolver<'_> {
         let reference = format!("Patient/{patient}");
         let system = self.device_system();
         let device_id = group.device_id.as_str();
-        let device = match self.find_one("Device", system, device_id)? {
+        let existing = if device_exists {
+            self.find_one("Device", system, device_id)?
+        } else {
+            None
+        };
+        let device = match existing {
             None => {
                 let id = resource_id(system, device_id);
                 let mut identifier = Map::new();

@@ -206,10 +206,6 @@ impl Default for LocalStoreConfig {
 
 /// What happened to one group.
 #[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "outcomes live for one call; the failed group moves on to the dead-letter store unboxed"
-)]
 pub enum StoreOutcome {
     /// A new Observation was written.
     Created {
@@ -226,13 +222,18 @@ pub enum StoreOutcome {
         /// The Observation's id.
         id: String,
     },
-    /// The group could not be persisted; it is handed back for the dead-letter store.
-    Failed {
-        /// The group, unchanged.
-        group: ObservationGroup,
-        /// Why ([`StoreError::class`], [`StoreError::is_retryable`]).
-        error: StoreError,
-    },
+    /// The group could not be persisted; it is handed back for the dead-letter store. (Boxed:
+    /// a call's outcomes are mostly successes, and a batch's vector of them stays small.)
+    Failed(Box<StoreFailure>),
+}
+
+/// A group that could not be persisted, and why.
+#[derive(Debug)]
+pub struct StoreFailure {
+    /// The group, unchanged.
+    pub group: ObservationGroup,
+    /// Why ([`StoreError::class`], [`StoreError::is_retryable`]).
+    pub error: StoreError,
 }
 
 impl StoreOutcome {
@@ -242,14 +243,14 @@ impl StoreOutcome {
             StoreOutcome::Created { id }
             | StoreOutcome::Updated { id }
             | StoreOutcome::Unchanged { id } => Some(id),
-            StoreOutcome::Failed { .. } => None,
+            StoreOutcome::Failed(_) => None,
         }
     }
 
     /// The error, if the group failed.
     pub fn error(&self) -> Option<&StoreError> {
         match self {
-            StoreOutcome::Failed { error, .. } => Some(error),
+            StoreOutcome::Failed(failure) => Some(&failure.error),
             _ => None,
         }
     }
@@ -427,7 +428,7 @@ impl LocalFhirStore {
             observations,
             identities,
         } = &mut *guard;
-        let mut results = Vec::with_capacity(groups.len());
+        let mut results = Vec::new();
         // One transaction per chunk; the next one plans once this one's results are in the
         // caches, so it sees them.
         for chunk in groups.chunks(self.config.transaction_groups.get()) {
@@ -440,7 +441,11 @@ impl LocalFhirStore {
                 last_updated: &last_updated,
             }
             .run(chunk, templates);
-            results.extend(chunk_results);
+            if results.is_empty() {
+                results = chunk_results;
+            } else {
+                results.extend(chunk_results);
+            }
             publish.apply(observations, identities);
         }
         drop(guard);
@@ -478,7 +483,9 @@ impl LocalFhirStore {
             .into_iter()
             .zip(results)
             .map(|(group, result)| {
-                outcome(result).unwrap_or_else(|error| StoreOutcome::Failed { group, error })
+                outcome(result).unwrap_or_else(|error| {
+                    StoreOutcome::Failed(Box::new(StoreFailure { group, error }))
+                })
             })
             .collect()
     }

@@ -43,7 +43,7 @@ fn created(outcome: StoreOutcome) -> String {
 
 fn failure(outcome: StoreOutcome) -> (ObservationGroup, StoreError) {
     match outcome {
-        StoreOutcome::Failed { group, error } => (group, error),
+        StoreOutcome::Failed(failure) => (failure.group, failure.error),
         other => panic!("expected Failed, got {other:?}"),
     }
 }
@@ -891,7 +891,7 @@ fn replayed_instants_are_found_by_their_insert() {
                 StoreOutcome::Created { .. } => "created",
                 StoreOutcome::Updated { .. } => "updated",
                 StoreOutcome::Unchanged { .. } => "unchanged",
-                StoreOutcome::Failed { error, .. } => panic!("failed: {error}"),
+                StoreOutcome::Failed(failure) => panic!("failed: {}", failure.error),
             })
             .collect()
     };
@@ -1085,7 +1085,7 @@ fn building_in_parallel_writes_what_building_in_order_writes() {
                     StoreOutcome::Created { id } => format!("created {id}"),
                     StoreOutcome::Updated { id } => format!("updated {id}"),
                     StoreOutcome::Unchanged { id } => format!("unchanged {id}"),
-                    StoreOutcome::Failed { error, .. } => format!("failed {error}"),
+                    StoreOutcome::Failed(failure) => format!("failed {}", failure.error),
                 })
                 .collect::<Vec<_>>(),
         );
