@@ -498,7 +498,9 @@ impl LocalFhirStore {
             .and_then(|f| f.sync_data())
             .map_err(|e| StoreError::Storage {
                 operation: PERSIST,
-                detail: format!("flushing the write-ahead log to the disk failed ({e})"),
+                detail: format!(
+                    "flushing the write-ahead log to the disk failed ({e}); check the disk that holds the store (full, read-only or failing)"
+                ),
                 retryable: true,
             })
     }
