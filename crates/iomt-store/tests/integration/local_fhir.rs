@@ -295,6 +295,77 @@ fn instant_observations_are_created_once() {
     }
 }
 
+/// Create mode in one call of many new devices (several slices of Observations, on builder
+/// threads): each Patient is created once however many of its devices the call meets, every
+/// Device links to its Patient, and the same call again changes nothing.
+#[test]
+fn one_call_creates_each_patient_once_and_links_every_device() {
+    let dir = TempDir::new().unwrap();
+    let config = LocalStoreConfig {
+        workers: std::num::NonZeroUsize::new(2).unwrap(),
+        ..LocalStoreConfig::default()
+    };
+    let store = open(&dir, config);
+    let templates = templates();
+    // 600 devices, two per patient: 600 hour Observations, three slices of them and more.
+    let messages: Vec<String> = (0..600)
+        .map(|d| {
+            heart_rate(
+                &format!("band-{d:04}"),
+                &format!("patient-{:04}", d / 2),
+                "2026-11-26T08:00:05Z",
+                60 + d % 40,
+            )
+        })
+        .collect();
+    let batch = groups(&messages.iter().map(String::as_str).collect::<Vec<_>>());
+    let outcomes = store.persist(batch.clone(), &templates);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, StoreOutcome::Created { .. })),
+        "{:?}",
+        outcomes
+            .iter()
+            .find(|o| !matches!(o, StoreOutcome::Created { .. }))
+    );
+    let counts = store.counts().unwrap();
+    assert_eq!(
+        (counts.patients, counts.devices, counts.observations),
+        (300, 600, 600)
+    );
+    for d in [0, 1, 255, 256, 257, 511, 599] {
+        let patient_id = resource_id(None, &format!("patient-{:04}", d / 2));
+        let device = store
+            .get("Device", &resource_id(None, &format!("band-{d:04}")))
+            .unwrap()
+            .expect("device created");
+        assert_eq!(
+            device["patient"]["reference"],
+            format!("Patient/{patient_id}")
+        );
+        assert_eq!(device["meta"]["versionId"], "1");
+        let patient = store.get("Patient", &patient_id).unwrap().expect("patient");
+        assert_eq!(patient["meta"]["versionId"], "1", "written once");
+        let found = store
+            .find_by_identifier("Patient", None, &format!("patient-{:04}", d / 2))
+            .unwrap();
+        assert_eq!(found.len(), 1);
+    }
+
+    // A new store on the same file (cold caches): the same call finds everything.
+    drop(store);
+    let store = open(&dir, LocalStoreConfig::default());
+    let again = store.persist(batch, &templates);
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, StoreOutcome::Unchanged { .. })),
+        "{again:?}"
+    );
+    assert_eq!(store.counts().unwrap().total(), counts.total());
+}
+
 #[test]
 fn lookup_mode_needs_the_device() {
     let dir = TempDir::new().unwrap();
