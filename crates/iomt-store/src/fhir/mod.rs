@@ -46,20 +46,21 @@
 //! repeat (see `body`; schema version 3): an hour of SampledData then fits one page, which is
 //! what makes merging it cheap, and a one-instant Observation takes a third of its JSON.
 //!
-//! **What `persist` returned as written is on the disk**, power cuts included: the pipeline
-//! moves its log checkpoint past a batch once `persist` returned, so nothing would replay a
-//! lost write. `synchronous=NORMAL` syncs the write-ahead log only at checkpoints, so after
-//! its last commit `persist` flushes the log file itself (`fdatasync`) — once per call,
-//! where `synchronous=FULL` would flush once per transaction. If that flush fails, every group
-//! the call saved comes back `Failed` and retryable (the commits are kept; a retry merges
-//! idempotently). [`put_resource`](LocalFhirStore::put_resource) is used for seeding and
-//! flushes the same way.
+//! **What `persist` returned as written is on the disk**, power cuts included: a caller that
+//! acknowledges its input once `persist` returned (a log checkpoint moved past it) must never
+//! have to replay a lost write. `synchronous=NORMAL` syncs the write-ahead log only at
+//! checkpoints, so after its last commit `persist` flushes the log file itself (`fdatasync`)
+//! — once per call, where `synchronous=FULL` would flush once per transaction. If that flush
+//! fails, every group the call saved comes back `Failed` and retryable (the commits are kept;
+//! a retry merges idempotently). [`put_resource`](LocalFhirStore::put_resource) is used for
+//! seeding and flushes the same way.
 //!
-//! The service splits that in two: [`persist_unsynced`](LocalFhirStore::persist_unsynced)
-//! commits, and [`sync`](LocalFhirStore::sync) flushes every commit so far. The pipeline
-//! writes its next batch while the previous one's flush runs, and moves its checkpoint past a
-//! batch only once a flush after it succeeded. A failed flush is not retried (see `sync`).
-//! Freeing a call's groups happens on a thread of its own (see `deferred_drop`).
+//! The service's pipeline splits that in two:
+//! [`persist_unsynced`](LocalFhirStore::persist_unsynced) commits, and
+//! [`sync`](LocalFhirStore::sync) flushes every commit so far. It writes its next batch while
+//! the previous one's flush runs, and moves its checkpoint past a batch only once a flush
+//! after it succeeded. A failed flush is not retried (see `sync`). Freeing a call's groups
+//! happens on a thread of its own (see `deferred_drop`).
 
 mod body;
 mod cache;
