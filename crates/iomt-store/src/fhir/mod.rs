@@ -185,9 +185,10 @@ pub struct LocalStoreConfig {
     /// How many threads build and merge a call's Observations, the calling thread (which
     /// writes) included (calls with few distinct Observations use only the caller). With 2 or
     /// more, `workers - 1` builder threads build slices of Observations ahead of the caller,
-    /// which writes them in order and builds too whenever the next one is not ready. Default 1, everything on the caller; the service uses 2
-    /// on machines with two cores or more (`destination.local.workers`), where it measured
-    /// faster end to end (`iomt-runtime`'s `benches/service.rs`).
+    /// which writes them in order and builds too whenever the next one is not ready. Default
+    /// 1, everything on the caller; the service uses 2 on machines with two cores or more
+    /// (`destination.local.workers`), where it measured faster end to end (`iomt-runtime`'s
+    /// `benches/service.rs`).
     pub workers: NonZeroUsize,
 }
 

@@ -368,10 +368,8 @@ impl<'a> Persist<'a> {
                 }
                 if let Some(found) = db::get_canonical(self.conn, PERSIST, &chain.identifier)? {
                     let replay = Chain {
-                        identifier: chain.identifier.clone(),
                         base: Base::Stored(found),
-                        groups: chain.groups.clone(),
-                        cacheable: chain.cacheable,
+                        ..chain
                     };
                     let rebuilt = build(&replay, groups, self.now, self.last_updated);
                     self.note(replay, rebuilt, true, results, publish)?;
