@@ -57,3 +57,12 @@ pub enum RuntimeError {
     #[error("interrupted by shutdown")]
     Interrupted,
 }
+
+/// A blocking or spawned task that did not return: its panic goes on (a bug is not turned
+/// into an error), and a task cancelled by the runtime's shutdown is [`RuntimeError::Interrupted`].
+pub(crate) fn join_error(e: tokio::task::JoinError) -> RuntimeError {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    RuntimeError::Interrupted
+}

@@ -84,7 +84,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::PipelineSettings;
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, join_error};
 use crate::event::{DeviceEvent, EventKind};
 use crate::kafka::{KafkaInput, NormalizedProducer, Offsets};
 use crate::mappings::{Mappings, MappingsHandle};
@@ -372,7 +372,7 @@ impl Pipeline {
                     }
                     // Nothing new: the lag is whatever is not yet committed.
                     let committed = log.committed(CONSUMER).unwrap_or(reader.position());
-                    self.update_lag(log, committed);
+                    update_lag(&self.metrics, log, committed);
                 }
             }
         }
@@ -431,10 +431,6 @@ impl Pipeline {
             PipelineOutput::Persist(sink) => Some(sink),
             PipelineOutput::Produce(_) => None,
         }
-    }
-
-    fn update_lag(&self, log: &Log, position: u64) {
-        update_lag(&self.metrics, log, position);
     }
 
     /// Reads one batch: waits for a first record (up to the flush interval), then gathers
@@ -759,13 +755,6 @@ fn update_lag(metrics: &Metrics, log: &Log, position: u64) {
         .log_lag_records
         .set(stats.end_offset.saturating_sub(position) as i64);
     metrics.log_bytes.set(stats.retained_bytes as i64);
-}
-
-fn join_error(e: tokio::task::JoinError) -> RuntimeError {
-    if e.is_panic() {
-        std::panic::resume_unwind(e.into_panic());
-    }
-    RuntimeError::Interrupted
 }
 
 /// Event properties as the envelope takes them: every value a JSON string, as IoT Hub and

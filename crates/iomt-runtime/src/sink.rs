@@ -10,7 +10,7 @@ use iomt_fhir_client::{PersistOutcome, Persister, RetryHint};
 use iomt_store::{LocalFhirStore, LocalIdentityMode, StoreFailure, StoreOutcome};
 use iomt_transform::{FhirTemplates, ObservationGroup};
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, join_error};
 
 /// What happened to one group.
 #[derive(Debug)]
@@ -152,11 +152,10 @@ impl Sink {
             Sink::Fhir(_) => Ok(()),
             Sink::Local(store) => {
                 let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.sync()).await {
-                    Ok(flushed) => Ok(flushed?),
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(_) => Err(RuntimeError::Interrupted),
-                }
+                tokio::task::spawn_blocking(move || store.sync())
+                    .await
+                    .map_err(join_error)??;
+                Ok(())
             }
         }
     }
